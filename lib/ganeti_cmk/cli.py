@@ -1,0 +1,83 @@
+"""`ganeti-cmk status`: every check in one process, for a quick look."""
+
+import json
+import sys
+
+from . import __version__
+from .checks import load_all
+from .config import Config
+from .human import render_human
+from .localcheck import OK, Result, render_local, render_nagios, worst
+from .runner import Context, add_common_arguments, run_check
+
+
+def parse_args(argv):
+    import argparse
+    parser = argparse.ArgumentParser(
+        prog="ganeti-cmk",
+        description="ganeti-cmk %s: Checkmk local checks for Ganeti/KVM "
+        "nodes." % __version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    status = sub.add_parser(
+        "status", help="run every check now and show the results",
+        description="Run every check of the suite in this process and print "
+        "the results. The exit code is the worst state (0 OK, 1 WARN, "
+        "2 CRIT, 3 UNKNOWN).")
+    add_common_arguments(status)
+    status.add_argument("--format", choices=("human", "local", "nagios", "json"),
+                        default="human", help="output format (default: human)")
+    sub.add_parser("checks", help="list the checks and their services")
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        parser.exit(2)
+    return args
+
+
+def status(args):
+    config = Config(args.config)
+    results, skipped = [], []
+    for check in load_all():
+        ctx = Context(config, args, verbose=args.verbose, agent=False,
+                      debug=args.debug)
+        found = run_check(check, ctx)
+        if found is None:
+            skipped.append(check)
+        else:
+            results.extend(found)
+    own = [r for r in results if r.host is None]
+    code = int(worst((r.state for r in own), default=OK))
+    if args.format == "local":
+        sys.stdout.write("".join(line + "\n" for line in render_local(results)))
+    elif args.format == "nagios":
+        line, code = render_nagios(results or [Result(OK, "ganeti-cmk", "nothing to check")])
+        print(line)
+    elif args.format == "json":
+        json.dump([{"state": int(r.state), "state_name": r.state.name,
+                    "service": r.service, "summary": r.summary,
+                    "details": r.details, "host": r.host,
+                    "metrics": {m.name: m.value for m in r.metrics}}
+                   for r in results], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render_human(results, sys.stdout.isatty()))
+        for check in skipped:
+            sys.stdout.write("-        %s: not monitored on this host (see above)\n"
+                             % check.service)
+    return code
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "checks":
+        for check in load_all():
+            print("%-24s %-22s %s" % (check.name, check.service, check.description))
+        return 0
+    try:
+        return status(args)
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

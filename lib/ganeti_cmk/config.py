@@ -1,0 +1,189 @@
+"""The configuration: `$MK_CONFDIR/ganeti_cmk.cfg`, INI, defaults in code.
+
+A missing file means defaults.  A bad value never crashes: the getter returns
+the default and records a problem ("[kvm_binary] crit_after: 'x' is not a
+duration, using 7d"), which the runner shows in the check's output.
+"""
+
+import os
+import socket
+
+# Every key the suite knows, with its default (as it would be written in the
+# file).  The README documents each; `ganeti_cmk.cfg.example` shows each.
+DEFAULTS = {
+    "general": {
+        "deadline": "30s",
+    },
+    "paths": {
+        "dev_kvm": "/dev/kvm",
+        "proc": "/proc",
+        "sys": "/sys",
+        "ganeti_data_dir": "/var/lib/ganeti",
+        "ganeti_run_dir": "/var/run/ganeti",
+        "gnt_cluster": "/usr/sbin/gnt-cluster",
+        "state_dir": "$MK_VARDIR/ganeti_cmk",
+    },
+    "ganeti": {
+        "node_name": "",
+    },
+}
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+TRUE_WORDS = {"1", "yes", "true", "on"}
+FALSE_WORDS = {"0", "no", "false", "off"}
+
+
+def confdir():
+    return os.environ.get("MK_CONFDIR") or "/etc/check_mk"
+
+
+def vardir():
+    return os.environ.get("MK_VARDIR") or "/var/lib/check_mk_agent"
+
+
+def default_path():
+    return os.path.join(confdir(), "ganeti_cmk.cfg")
+
+
+def parse_duration(text):
+    """'90', '90s', '10m', '2h', '7d', '1w' or '1h30m' -> seconds (float)."""
+    text = text.strip().lower().replace(" ", "")
+    if not text:
+        raise ValueError("empty")
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    total, number = 0.0, ""
+    for char in text:
+        if char.isdigit() or char == ".":
+            number += char
+        elif char in DURATION_UNITS and number:
+            total += float(number) * DURATION_UNITS[char]
+            number = ""
+        else:
+            raise ValueError(text)
+    if number:
+        raise ValueError(text)
+    return total
+
+
+def format_duration(seconds):
+    """Seconds as a short human duration: '45 s', '12 min', '2 h', '3 d'."""
+    seconds = float(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if abs(seconds) >= size:
+            value = seconds / size
+            return ("%.0f %s" if value >= 10 or value == int(value)
+                    else "%.1f %s") % (value, unit)
+    return "%.0f s" % seconds
+
+
+class Config:
+    """Typed, forgiving access to the INI file, with problems recorded."""
+
+    def __init__(self, path=None, text=None):
+        self.path = path or default_path()
+        self.problems = []
+        self._sections = {}
+        self._checked = set()
+        if text is None:
+            try:
+                with open(self.path, encoding="utf-8", errors="replace") as f:
+                    text = f.read()
+            except FileNotFoundError:
+                text = None
+            except OSError as e:
+                self.problems.append("cannot read %s (%s), using defaults"
+                                     % (self.path, e.strerror or e))
+        if text is not None:
+            self._parse(text)
+
+    def _parse(self, text):
+        import configparser
+        parser = configparser.ConfigParser(interpolation=None,
+                                           inline_comment_prefixes=("#", ";"))
+        try:
+            parser.read_string(text, source=self.path)
+        except configparser.Error as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            self.problems.append("%s is not valid INI (%s), using defaults"
+                                 % (self.path, first))
+            return
+        for section in parser.sections():
+            self._sections[section] = dict(parser.items(section))
+
+    def _problem(self, text):
+        if text not in self.problems:
+            self.problems.append(text)
+
+    def _raw(self, section, key):
+        if section not in self._checked:
+            self._checked.add(section)
+            known = DEFAULTS.get(section, {})
+            for unknown in sorted(set(self._sections.get(section, ())) - set(known)):
+                self._problem("[%s] %s: unknown key, ignored" % (section, unknown))
+        default = DEFAULTS[section][key]
+        value = self._sections.get(section, {}).get(key)
+        return default, value
+
+    def _typed(self, section, key, convert, kind):
+        default, value = self._raw(section, key)
+        if value is not None:
+            try:
+                return convert(value)
+            except ValueError:
+                self._problem("[%s] %s: %r is not %s, using %s"
+                              % (section, key, value, kind, default or "''"))
+        return convert(default)
+
+    def get_str(self, section, key):
+        return self._typed(section, key, lambda v: v.strip(), "text")
+
+    def get_path(self, section, key):
+        """A path; $MK_VARDIR and $MK_CONFDIR are expanded."""
+        def convert(value):
+            value = value.strip().replace("$MK_VARDIR", vardir())
+            value = value.replace("$MK_CONFDIR", confdir())
+            if not value.startswith("/"):
+                raise ValueError(value)
+            return os.path.normpath(value)
+        return self._typed(section, key, convert, "an absolute path")
+
+    def get_int(self, section, key, minimum=None):
+        def convert(value):
+            number = int(value.strip())
+            if minimum is not None and number < minimum:
+                raise ValueError(value)
+            return number
+        kind = "a whole number" + (" >= %d" % minimum if minimum is not None else "")
+        return self._typed(section, key, convert, kind)
+
+    def get_duration(self, section, key, minimum=0):
+        def convert(value):
+            seconds = parse_duration(value)
+            if seconds < minimum:
+                raise ValueError(value)
+            return seconds
+        return self._typed(section, key, convert,
+                           "a duration (like 90s, 10m, 2h, 7d)")
+
+    def get_bool(self, section, key):
+        def convert(value):
+            word = value.strip().lower()
+            if word in TRUE_WORDS:
+                return True
+            if word in FALSE_WORDS:
+                return False
+            raise ValueError(value)
+        return self._typed(section, key, convert, "yes or no")
+
+    def get_list(self, section, key):
+        """Whitespace- or comma-separated words."""
+        return self._typed(section, key,
+                           lambda v: v.replace(",", " ").split(), "a list")
+
+    def node_name(self):
+        """`[ganeti] node_name`, else the lower-cased FQDN as Ganeti sees it."""
+        name = self.get_str("ganeti", "node_name")
+        return (name or socket.getfqdn()).lower().rstrip(".")

@@ -1,0 +1,186 @@
+"""The runner every check shares: command line, config, deadline, errors.
+
+In agent mode (no output option given) only local-check lines reach stdout
+and the exit code is always 0: an exception or a passed deadline becomes one
+UNKNOWN line for the check's service.  `--nagios` prints one line and exits
+with the worst state; `--human` prints a readable table.
+"""
+
+import os
+import signal
+import sys
+import time
+
+from . import __version__
+from .config import Config, format_duration
+from .localcheck import (UNKNOWN, WARN, NotApplicable, Result, render_local,
+                         render_nagios, worst)
+
+
+class Check:
+    """What a check module exports as CHECK.
+
+    `run(ctx)` returns a list of Results (or raises NotApplicable);
+    `add_arguments(parser)` adds check-specific options.
+    """
+
+    def __init__(self, name, service, description, run, add_arguments=None,
+                 epilog=""):
+        self.name = name
+        self.service = service
+        self.description = description
+        self.run = run
+        self.add_arguments = add_arguments
+        self.epilog = epilog
+
+
+class DeadlineExceeded(Exception):
+    pass
+
+
+class Context:
+    """What a check gets: the config, the options, a logger, the mode."""
+
+    def __init__(self, config, args=None, verbose=0, agent=True, debug=False):
+        self.config = config
+        self.args = args
+        self.verbose = verbose
+        self.agent = agent
+        self.debug = debug
+        self.started = time.time()
+
+    def log(self, message, level=1):
+        """Write to stderr with -v (level 1) or -vv (level 2)."""
+        if self.verbose >= level:
+            sys.stderr.write("ganeti-cmk: %s\n" % message)
+
+
+def _on_alarm(signum, frame):
+    raise DeadlineExceeded()
+
+
+def run_check(check, ctx):
+    """Run one check under the deadline; never raises except with --debug.
+
+    Returns the Results, or None when the check does not apply here (the
+    reason is then logged on stderr in manual mode).
+    """
+    deadline = ctx.config.get_duration("general", "deadline", minimum=1)
+    use_alarm = hasattr(signal, "SIGALRM")
+    if use_alarm:
+        previous = signal.signal(signal.SIGALRM, _on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, deadline)
+    try:
+        results = list(check.run(ctx))
+    except NotApplicable as e:
+        if not ctx.agent:
+            sys.stderr.write("%s: %s\n" % (check.service, e))
+        return None
+    except DeadlineExceeded:
+        if ctx.debug:
+            raise
+        results = [Result(UNKNOWN, check.service,
+                          "check did not finish within the deadline of %s "
+                          "([general] deadline); run it by hand with -v to see "
+                          "where it hangs" % format_duration(deadline))]
+    except Exception as e:  # errors are data: one UNKNOWN line, never a crash
+        if ctx.debug:
+            raise
+        if ctx.verbose:
+            import traceback
+            traceback.print_exc(file=sys.stderr)
+        results = [Result(UNKNOWN, check.service,
+                          "check failed: %s: %s (run %s --debug for the "
+                          "traceback)" % (type(e).__name__, e, check.name))]
+    finally:
+        if use_alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    return _with_config_problems(results, ctx.config)
+
+
+def _with_config_problems(results, config):
+    """Make bad config values visible: at least WARN, and say which key."""
+    if not config.problems:
+        return results
+    note = "config problem: " + "; ".join(config.problems)
+    for r in results:
+        if r.host is None:
+            r.state = worst([r.state, WARN])
+            r.summary = "%s (%s)" % (r.summary, note)
+    return results
+
+
+def parse_args(check, argv):
+    import argparse
+    parser = argparse.ArgumentParser(
+        prog=check.name, description=check.description,
+        epilog=check.epilog + "\nWithout an output option the check prints "
+        "Checkmk local-check lines and exits 0, as the agent needs.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser)
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--nagios", action="store_true",
+                        help="print one Nagios plugin line and exit with the "
+                        "worst state (0 OK, 1 WARN, 2 CRIT, 3 UNKNOWN)")
+    output.add_argument("--human", action="store_true",
+                        help="print a readable table (colour on a terminal)")
+    if check.add_arguments:
+        check.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def add_common_arguments(parser):
+    parser.add_argument("--version", action="version",
+                        version="%(prog)s " + __version__)
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log what the check does to stderr (-vv: more)")
+    parser.add_argument("--debug", action="store_true",
+                        help="let exceptions through with a traceback")
+    parser.add_argument("--config", metavar="PATH",
+                        help="config file (default: $MK_CONFDIR/ganeti_cmk.cfg, "
+                        "MK_CONFDIR defaults to /etc/check_mk)")
+
+
+def main(check, argv=None):
+    """Entry point of a check script; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv:
+        args = parse_args(check, argv)
+    else:  # the agent's call: skip argparse, it costs start-up time
+        args = None
+    agent = not (args and (args.nagios or args.human))
+    debug = bool(args and args.debug)
+    try:
+        ctx = Context(Config(args and args.config), args,
+                      verbose=args.verbose if args else 0, agent=agent,
+                      debug=debug)
+        results = run_check(check, ctx)
+        if results is None:
+            return 0
+        return emit(results, args)
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # last resort: the agent must still get a line
+        if debug:
+            raise
+        return emit([Result(UNKNOWN, check.service, "check failed: %s: %s"
+                            % (type(e).__name__, e))], args)
+
+
+def emit(results, args):
+    """Print the results in the chosen format; return the exit code."""
+    if args and args.nagios:
+        line, code = render_nagios(results)
+        print(line)
+        return code
+    if args and args.human:
+        from .human import render_human
+        sys.stdout.write(render_human(results, sys.stdout.isatty()))
+        return 0
+    lines = render_local(results)
+    if lines:
+        sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+    return 0
+
