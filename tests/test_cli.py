@@ -1,0 +1,50 @@
+"""`ganeti-cmk status`: every check in one process, in every format."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+from ganeti_cmk.localcheck import worst
+from localcheck_grammar import assert_valid_output
+
+
+def ganeti_cmk(tmp_path, *args):
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.path.join(ROOT, "lib"),
+           "MK_CONFDIR": str(tmp_path), "MK_VARDIR": str(tmp_path)}
+    (tmp_path / "ganeti_cmk.cfg").write_text(
+        "[paths]\nganeti_data_dir = %s\nganeti_run_dir = %s\n" % (tmp_path, tmp_path))
+    return subprocess.run([sys.executable, "-m", "ganeti_cmk.cli"] + list(args),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, env=env, timeout=60)
+
+
+def test_status_local_format_is_valid_and_has_the_kvm_device(tmp_path):
+    proc = ganeti_cmk(tmp_path, "status", "--format", "local")
+    services = assert_valid_output(proc.stdout)[None]
+    assert "KVM device" in services
+    assert proc.returncode == worst(int(s["state"]) for s in services.values())
+
+
+def test_status_json_and_human_agree(tmp_path):
+    data = json.loads(ganeti_cmk(tmp_path, "status", "--format", "json").stdout)
+    human = ganeti_cmk(tmp_path, "status").stdout
+    for entry in data:
+        assert entry["service"] in human and entry["summary"] in human
+
+
+def test_status_nagios_is_one_line(tmp_path):
+    proc = ganeti_cmk(tmp_path, "status", "--format", "nagios")
+    assert proc.stdout.count("\n") == 1
+    assert proc.stdout.split(" - ")[0] in ("OK", "WARNING", "CRITICAL", "UNKNOWN")
+
+
+def test_checks_lists_every_check(tmp_path):
+    out = ganeti_cmk(tmp_path, "checks").stdout
+    assert "ganeti_kvm_device" in out
+
+
+def test_no_command_prints_help(tmp_path):
+    proc = ganeti_cmk(tmp_path)
+    assert proc.returncode == 2 and "status" in proc.stdout

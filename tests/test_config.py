@@ -1,0 +1,82 @@
+"""Config: defaults, typed values, and bad values that never crash."""
+
+import pytest
+
+from ganeti_cmk.config import Config, format_duration, parse_duration
+
+
+def test_missing_file_gives_defaults(tmp_path):
+    c = Config(str(tmp_path / "none.cfg"))
+    assert c.get_path("paths", "dev_kvm") == "/dev/kvm"
+    assert c.get_duration("general", "deadline") == 30
+    assert c.problems == []
+
+
+def test_values_are_read_and_typed():
+    c = Config(text="[paths]\ndev_kvm = /tmp/kvm  # test\n[general]\ndeadline = 1m30s\n")
+    assert c.get_path("paths", "dev_kvm") == "/tmp/kvm"
+    assert c.get_duration("general", "deadline") == 90
+    assert c.problems == []
+
+
+def test_state_dir_expands_mk_vardir(monkeypatch):
+    monkeypatch.setenv("MK_VARDIR", "/srv/agent")
+    assert Config(text="").get_path("paths", "state_dir") == "/srv/agent/ganeti_cmk"
+    monkeypatch.delenv("MK_VARDIR")
+    assert Config(text="").get_path("paths", "state_dir") == \
+        "/var/lib/check_mk_agent/ganeti_cmk"
+
+
+@pytest.mark.parametrize("section,key,value,getter,expected,message", [
+    ("general", "deadline", "soon", "get_duration", 30, "not a duration"),
+    ("general", "deadline", "0", "get_duration", 30, "not a duration"),
+    ("paths", "dev_kvm", "relative/kvm", "get_path", "/dev/kvm", "not an absolute path"),
+])
+def test_bad_value_gives_default_and_a_problem(section, key, value, getter,
+                                               expected, message):
+    c = Config(text="[%s]\n%s = %s\n" % (section, key, value))
+    assert getattr(c, getter)(section, key, **({"minimum": 1} if getter == "get_duration" else {})) == expected
+    assert len(c.problems) == 1
+    assert "[%s] %s" % (section, key) in c.problems[0] and message in c.problems[0]
+
+
+def test_unknown_key_and_broken_file_are_reported():
+    c = Config(text="[paths]\ndev_kmv = /dev/kvm\n")
+    c.get_path("paths", "dev_kvm")
+    assert c.problems == ["[paths] dev_kmv: unknown key, ignored"]
+    broken = Config(text="dev_kvm = /x\n")
+    assert broken.get_path("paths", "dev_kvm") == "/dev/kvm"
+    assert "not valid INI" in broken.problems[0]
+
+
+def test_unreadable_file_is_a_problem_not_a_crash(tmp_path):
+    c = Config(str(tmp_path))  # a directory: IsADirectoryError
+    assert c.get_path("paths", "dev_kvm") == "/dev/kvm"
+    assert "cannot read" in c.problems[0]
+
+
+def test_bool_int_list():
+    c = Config(text="[ganeti]\nnode_name = Node1.Example.COM.\n")
+    assert c.node_name() == "node1.example.com"
+    from ganeti_cmk import config
+    config.DEFAULTS.setdefault("test_only", {}).update(flag="no", count="3", words="a b")
+    try:
+        t = Config(text="[test_only]\nflag = yes\ncount = x\nwords = a, b c\n")
+        assert t.get_bool("test_only", "flag") is True
+        assert t.get_int("test_only", "count") == 3 and "not a whole number" in t.problems[0]
+        assert t.get_list("test_only", "words") == ["a", "b", "c"]
+    finally:
+        del config.DEFAULTS["test_only"]
+
+
+def test_durations():
+    assert parse_duration("7d") == 7 * 86400
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("2.5") == 2.5
+    for bad in ("", "d", "5x", "1h3"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+    assert format_duration(45) == "45 s"
+    assert format_duration(7200) == "2 h"
+    assert format_duration(5400) == "1.5 h"
+    assert format_duration(86400 * 12) == "12 d"
