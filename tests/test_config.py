@@ -80,3 +80,38 @@ def test_durations():
     assert format_duration(7200) == "2 h"
     assert format_duration(5400) == "1.5 h"
     assert format_duration(86400 * 12) == "12 d"
+
+
+def test_example_config_shows_every_key_with_its_default():
+    import os
+    import re
+    from conftest import ROOT
+    from ganeti_cmk.config import DEFAULTS
+    with open(os.path.join(ROOT, "mkp", "ganeti_cmk.cfg.example")) as f:
+        text = f.read()
+    shown = {}
+    section = None
+    for line in text.splitlines():
+        m = re.match(r"\[(\w+)\]$", line)
+        if m:
+            section = m.group(1)
+        m = re.match(r"#?(\w+) = ?(.*)$", line)
+        if m and section:
+            shown[(section, m.group(1))] = m.group(2)
+    expected = {(s, k): v for s, keys in DEFAULTS.items() for k, v in keys.items()}
+    assert shown == expected
+    uncommented = Config(text=re.sub(r"(?m)^#(\w+ =)", r"\1", text))
+    for section, key in expected:
+        uncommented._raw(section, key)
+    assert uncommented.problems == []
+
+
+def test_readme_documents_every_key():
+    import os
+    from conftest import ROOT
+    from ganeti_cmk.config import DEFAULTS
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    for section, keys in DEFAULTS.items():
+        for key in keys:
+            assert "| `%s` | `%s` |" % (section, key) in readme, (section, key)
