@@ -26,6 +26,16 @@ DEFAULTS = {
     "ganeti": {
         "node_name": "",
     },
+    "cluster_verify": {
+        "max_age": "10m",
+        "stale_after": "30m",
+        "timeout": "10m",
+        "extra_args": "",
+        "severity": "",
+        "ignore_codes": "",
+        "ignore_items": "",
+        "piggyback": "no",
+    },
 }
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
