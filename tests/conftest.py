@@ -22,6 +22,8 @@ def run_script(name, *args, config_text=None, tmp_path=None, env=None,
                user=None, timeout=60):
     """Run checks/<name> as a subprocess in a clean environment.
 
+    Runs under the test's interpreter, or the system python3 with `user`.
+
     With `tmp_path`, MK_CONFDIR and MK_VARDIR point into it and `config_text`
     becomes $MK_CONFDIR/ganeti_cmk.cfg, so agent mode (no arguments) reads
     it.  `user` runs the check as that uid with setpriv (needs root).
@@ -36,7 +38,11 @@ def run_script(name, *args, config_text=None, tmp_path=None, env=None,
         if config_text is not None:
             (confdir / "ganeti_cmk.cfg").write_text(config_text)
     full_env.update(env or {})
-    cmd = [sys.executable, os.path.join(ROOT, "checks", name)] + list(args)
+    python = sys.executable
+    if user is not None:
+        # pyenv's interpreters may not load as another user; the node's is this
+        python = SYSTEM_PYTHON
+    cmd = [python, os.path.join(ROOT, "checks", name)] + list(args)
     if user is not None:
         cmd = ["setpriv", "--reuid=%d" % user, "--regid=%d" % user,
                "--clear-groups"] + cmd
@@ -64,4 +70,5 @@ def agent(tmp_path):
     return run
 
 
+SYSTEM_PYTHON = "/usr/bin/python3"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
