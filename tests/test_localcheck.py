@@ -5,8 +5,8 @@ import string
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ganeti_cmk.localcheck import (CRIT, OK, PIGGYBACK_HOST, UNKNOWN, WARN,
-                                   Metric, Result,
+from ganeti_cmk.localcheck import (CRIT, OK, UNKNOWN, WARN,
+                                   Metric, Result, valid_host,
                                    State, format_number, render_line,
                                    render_local, render_nagios, sanitize, worst)
 from localcheck_grammar import assert_valid_output, parse_line
@@ -89,8 +89,8 @@ def test_no_input_can_break_or_inject_a_line(service, summary, details, host):
     text = "\n".join(render_local(results)) + "\n"
     hosts = assert_valid_output(text)
     assert len(hosts[None]) == (2 if host is None else 1)
-    valid_host = host is None or PIGGYBACK_HOST.match(host)
-    assert sum(len(s) for s in hosts.values()) == (2 if valid_host else 1)
+    shown = host is None or valid_host(host)
+    assert sum(len(s) for s in hosts.values()) == (2 if shown else 1)
 
 
 def test_sanitize_removes_controls_backslashes_and_caps_length():

@@ -6,7 +6,6 @@ duration, using 7d"), which the runner shows in the check's output.
 """
 
 import os
-import socket
 
 # Every key the suite knows, with its default (as it would be written in the
 # file).  The README documents each; `ganeti_cmk.cfg.example` shows each.
@@ -195,5 +194,6 @@ class Config:
 
     def node_name(self):
         """`[ganeti] node_name`, else the lower-cased FQDN as Ganeti sees it."""
+        import socket
         name = self.get_str("ganeti", "node_name")
         return (name or socket.getfqdn()).lower().rstrip(".")

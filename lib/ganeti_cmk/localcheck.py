@@ -6,10 +6,8 @@ control characters (newlines, tabs, carriage returns, ...) never survive, so
 no input can start a second line or fake a service.
 """
 
-import re
-
 __all__ = ["State", "OK", "WARN", "CRIT", "UNKNOWN", "Metric", "Result",
-           "NotApplicable", "worst", "sanitize", "render_local",
+           "NotApplicable", "worst", "sanitize", "render_local", "valid_host",
            "render_nagios", "format_number"]
 
 
@@ -78,7 +76,9 @@ class NotApplicable(Exception):
     """
 
 
-_METRIC_NAME = re.compile(r"[A-Za-z0-9_]+\Z")
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_METRIC_CHARS = _ALNUM | {"_"}
+_HOST_CHARS = _ALNUM | set("._-")
 
 
 class Metric:
@@ -87,7 +87,7 @@ class Metric:
     __slots__ = ("name", "value", "warn", "crit", "min", "max")
 
     def __init__(self, name, value, warn=None, crit=None, min=None, max=None):
-        if not _METRIC_NAME.match(name):
+        if not name or not set(name) <= _METRIC_CHARS:
             raise ValueError("invalid metric name %r" % name)
         self.name = name
         self.value = value
@@ -144,8 +144,10 @@ def format_number(value):
     return text.rstrip("0").rstrip(".") or "0"
 
 
-# C0 and C1 controls, DEL, and Unicode line/paragraph separators.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+# C0 and C1 controls, DEL and Unicode line/paragraph separators become a
+# space; a backslash becomes "/".  (str.translate: no regex import needed.)
+_SAFE = dict.fromkeys(list(range(0x20)) + list(range(0x7f, 0xa0)) + [0x2028, 0x2029], " ")
+_SAFE[ord("\\")] = "/"
 MAX_TEXT = 1000
 MAX_SERVICE = 100
 MAX_DETAILS = 200
@@ -154,11 +156,11 @@ MAX_DETAILS = 200
 def sanitize(text, limit=MAX_TEXT):
     """Untrusted text made safe for one output line.
 
-    Control characters become one space, backslashes become '/' (Checkmk would
-    read a literal backslash-n as a line break), and the text is cut to
-    `limit` characters with an ellipsis.
+    Control characters become spaces, runs of blanks one space, backslashes
+    become '/' (Checkmk would read a literal backslash-n as a line break),
+    and the text is cut to `limit` characters with an ellipsis.
     """
-    text = _CONTROL.sub(" ", str(text)).replace("\\", "/").strip()
+    text = " ".join(str(text).translate(_SAFE).split())
     if len(text) > limit:
         text = text[:limit - 3].rstrip() + "..."
     return text
@@ -190,7 +192,9 @@ def render_line(result):
                             _perfdata(result), _text(result))
 
 
-PIGGYBACK_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+def valid_host(name):
+    """A host name Checkmk accepts in a piggyback marker."""
+    return bool(name) and name[0] in _ALNUM and set(name) <= _HOST_CHARS
 
 
 def render_local(results):
@@ -203,7 +207,7 @@ def render_local(results):
     lines = list(own)
     by_host = {}
     for r in results:
-        if r.host is not None and PIGGYBACK_HOST.match(r.host):
+        if r.host is not None and valid_host(r.host):
             by_host.setdefault(r.host.lower(), []).append(render_line(r))
     for host in sorted(by_host):
         lines += ["<<<<%s>>>>" % host, "<<<local:sep(0)>>>"] + by_host[host]

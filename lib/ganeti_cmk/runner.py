@@ -6,10 +6,13 @@ UNKNOWN line for the check's service.  `--nagios` prints one line and exits
 with the worst state; `--human` prints a readable table.
 """
 
-import os
-import signal
 import sys
 import time
+
+try:  # the C module: `signal` itself imports enum, which costs start-up time
+    import _signal as signal
+except ImportError:  # pragma: no cover - other Python implementations
+    import signal
 
 from . import __version__
 from .config import Config, format_duration
