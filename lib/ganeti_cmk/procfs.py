@@ -1,0 +1,197 @@
+"""Readers for /proc: pids, comm, cmdline, state, exe identity, maps.
+
+Every reader takes the proc root (normally "/proc") so tests can point it
+elsewhere.  Processes exit at any moment: a reader returns None when the
+process (or, for kernel threads and zombies, its executable) is gone.
+PermissionError is not hidden: the caller decides (usually "run as root").
+Text from /proc is untrusted and goes only into Result fields; comm and
+cmdline are decoded with replacement characters, paths stay file-system
+strings (os.fsdecode) so they can be looked up again.
+"""
+
+import os
+
+DELETED = " (deleted)"
+_GONE = (FileNotFoundError, ProcessLookupError, NotADirectoryError)
+
+
+def pids(proc="/proc"):
+    """The process ids listed in `proc`, unsorted."""
+    return [int(name) for name in os.listdir(proc) if name.isdigit()]
+
+
+def _read(path, limit=1 << 20):
+    """Up to `limit` bytes of a /proc file (they can exceed one read)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks, size = [], 0
+        while size < limit:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)[:limit]
+    finally:
+        os.close(fd)
+
+
+def _text(data):
+    return data.decode("utf-8", "replace")
+
+
+def printable(path):
+    """A file-system path as valid Unicode text, for messages."""
+    return _text(os.fsencode(path))
+
+
+def comm(proc, pid):
+    """The kernel's short name (at most 15 characters), or None if gone."""
+    try:
+        return _text(_read("%s/%d/comm" % (proc, pid), 64)).rstrip("\n")
+    except _GONE:
+        return None
+
+
+def cmdline(proc, pid):
+    """The argument list, or None if gone; a zombie's is empty."""
+    try:
+        data = _read("%s/%d/cmdline" % (proc, pid))
+    except _GONE:
+        return None
+    if not data:
+        return []
+    return [_text(arg) for arg in data.rstrip(b"\0").split(b"\0")]
+
+
+def state(proc, pid):
+    """The one-letter state from /proc/PID/stat ('R', 'S', 'Z', ...), or None."""
+    try:
+        data = _read("%s/%d/stat" % (proc, pid), 4096)
+    except _GONE:
+        return None
+    fields = data[data.rfind(b")") + 1:].split()  # comm may contain ") "
+    return _text(fields[0]) if fields else None
+
+
+def exe_name(proc, pid):
+    """The executable's file name (no ' (deleted)'), or None.
+
+    One readlink, cheap enough to run for every process on a node.
+    """
+    try:
+        link = os.readlink("%s/%d/exe" % (proc, pid))
+    except _GONE:
+        return None
+    if link.endswith(DELETED):
+        link = link[:-len(DELETED)]
+    return link.rsplit("/", 1)[-1]
+
+
+class Exe:
+    """A process's running executable.
+
+    `path` is the file's path as the kernel shows it (relative to our root
+    within our mount namespace, else to the process's), without the
+    ' (deleted)' suffix; `deleted` says the suffix was there, i.e. the file
+    was removed or renamed over since the process started.  `stat` is the
+    running file's own stat (old inode, even when deleted).
+    """
+
+    __slots__ = ("path", "deleted", "stat")
+
+    def __init__(self, path, deleted, stat):
+        self.path = path
+        self.deleted = deleted
+        self.stat = stat
+
+    def __repr__(self):
+        return "Exe(%r, deleted=%r)" % (self.path, self.deleted)
+
+
+def exe(proc, pid):
+    """The running executable of `pid` as an Exe, or None if gone.
+
+    None also for kernel threads and zombies (no executable).  Raises
+    PermissionError when we may not look (another user's process, not root).
+    """
+    link_path = "%s/%d/exe" % (proc, pid)
+    try:
+        link = os.readlink(link_path)
+        st = os.stat(link_path)
+    except _GONE:
+        return None
+    deleted = link.endswith(DELETED)
+    if deleted:
+        # A file literally named "x (deleted)" that still exists is not deleted.
+        literal = disk_stat(proc, pid, link)
+        if literal is not None and same_file(literal, st):
+            deleted = False
+        else:
+            link = link[:-len(DELETED)]
+    return Exe(link, deleted, st)
+
+
+def same_file(a, b):
+    """Two stat results name the same inode."""
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _mount_ns(proc, pid):
+    try:
+        return os.readlink("%s/%s/ns/mnt" % (proc, pid))
+    except (OSError, ValueError):
+        return None
+
+
+def disk_path(proc, pid, path):
+    """Where `path`, as /proc/PID/exe or maps shows it, is on disk for us.
+
+    Within our own mount namespace the kernel shows paths relative to our
+    root even for a chrooted process (qemu -chroot chroots after it started,
+    into an empty directory), so `path` is the file.  In another mount
+    namespace paths are relative to that namespace: /proc/PID/root/<path>.
+    """
+    mine = _mount_ns(proc, "self")
+    if mine is not None and mine == _mount_ns(proc, pid):
+        return path
+    return "%s/%d/root%s" % (proc, pid, path)
+
+
+def disk_stat(proc, pid, path):
+    """os.stat (symlinks followed) of `path` on disk for `pid`, or None."""
+    try:
+        return os.stat(disk_path(proc, pid, path))
+    except _GONE:
+        return None
+
+
+# Executable mappings that are not shared libraries (needrestart ignores
+# the same): memfd, SysV shm, devices, DRM and aio buffers, temp files.
+IGNORED_MAPPINGS = ("/memfd:", "/SYSV", "/dev/", "/drm", "/[aio]", "/tmp/",
+                    "/var/tmp/", "/run/", "/var/run/")
+
+
+def deleted_mappings(proc, pid, ignore=IGNORED_MAPPINGS):
+    """Paths of executable file mappings marked ' (deleted)', or None if gone.
+
+    These are shared libraries replaced on disk since the process mapped
+    them (the process's own executable is among them when it was replaced).
+    """
+    try:
+        data = _read("%s/%d/maps" % (proc, pid), 64 << 20)
+    except _GONE:
+        return None
+    found = set()
+    for line in data.splitlines():
+        # address perms offset dev inode path
+        fields = line.split(None, 5)
+        if len(fields) < 6 or b"x" not in fields[1] or fields[4] == b"0":
+            continue
+        path = _text(fields[5])
+        if not path.endswith(DELETED):
+            continue
+        path = path[:-len(DELETED)]
+        if path.startswith("/") and not path.startswith(tuple(ignore)):
+            found.add(path)
+    return sorted(found)

@@ -1,0 +1,200 @@
+"""procfs readers against real processes (and a few /proc-like fakes)."""
+
+import os
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+from conftest import needs_root
+from ganeti_cmk import procfs
+from kvm_doubles import (NAME, compile_library, doubles, install,  # noqa: F401
+                         node, public_dir, wait_until)
+
+PROC = "/proc"
+
+
+def test_own_process():
+    pid = os.getpid()
+    assert pid in procfs.pids(PROC)
+    assert procfs.state(PROC, pid) == "R"
+    assert "python" in procfs.cmdline(PROC, pid)[0]
+    exe = procfs.exe(PROC, pid)
+    assert exe.path == os.path.realpath("/proc/self/exe")
+    assert not exe.deleted
+    assert procfs.same_file(exe.stat, os.stat(exe.path))
+    assert procfs.exe_name(PROC, pid) == os.path.basename(exe.path)
+
+
+def test_stand_in_process(node, doubles):
+    install(doubles["old"], node.binary())
+    p = node.start("inst1")
+    assert procfs.comm(PROC, p.pid) == NAME[:15]
+    argv = procfs.cmdline(PROC, p.pid)
+    assert argv[:3] == [node.binary(), "-name", "inst1"]
+    assert procfs.state(PROC, p.pid) == "S"
+
+
+def test_replaced_binary_is_deleted_with_the_old_inode(node, doubles):
+    install(doubles["old"], node.binary())
+    p = node.start("inst1")
+    before = os.stat(node.binary())
+    install(doubles["new"], node.binary())
+    exe = procfs.exe(PROC, p.pid)
+    assert exe.deleted and exe.path == node.binary()
+    assert procfs.same_file(exe.stat, before)
+    assert not procfs.same_file(exe.stat, os.stat(node.binary()))
+    assert exe.stat.st_nlink == 0
+    assert procfs.exe_name(PROC, p.pid) == NAME
+
+
+def test_a_file_literally_named_deleted_is_not_deleted(node, doubles):
+    path = node.binary(NAME + " (deleted)")
+    install(doubles["old"], path)
+    p = node.start("inst1", kvm_path=path)
+    exe = procfs.exe(PROC, p.pid)
+    assert exe.path == path and not exe.deleted
+    install(doubles["new"], path)
+    exe = procfs.exe(PROC, p.pid)
+    assert exe.path == path and exe.deleted
+
+
+def test_gone_process_gives_none():
+    p = subprocess.Popen(["true"])
+    p.wait()
+    for reader in (procfs.comm, procfs.cmdline, procfs.state, procfs.exe,
+                   procfs.exe_name, procfs.deleted_mappings):
+        assert reader(PROC, p.pid) is None, reader
+
+
+def test_zombie(node, doubles):
+    install(doubles["old"], node.binary())
+    p = node.start("inst1")
+    os.kill(p.pid, signal.SIGKILL)
+    # not waited for: a zombie until the fixture reaps it
+    wait_until(lambda: procfs.state(PROC, p.pid) == "Z")
+    assert procfs.cmdline(PROC, p.pid) == []
+    assert procfs.exe(PROC, p.pid) is None
+    assert procfs.comm(PROC, p.pid) == NAME[:15]
+
+
+def test_kernel_thread_has_no_exe():
+    kthreadd = [pid for pid in procfs.pids(PROC) if procfs.comm(PROC, pid) == "kthreadd"]
+    if not kthreadd:
+        pytest.skip("no kthreadd visible here")
+    assert procfs.exe(PROC, kthreadd[0]) is None
+    assert procfs.cmdline(PROC, kthreadd[0]) == []
+
+
+def test_state_with_parenthesis_in_comm(node, doubles):
+    path = node.binary("a) Z (b")
+    install(doubles["old"], path)
+    p = node.start("inst1", kvm_path=path)
+    assert procfs.comm(PROC, p.pid) == "a) Z (b"
+    assert procfs.state(PROC, p.pid) == "S"
+
+
+@needs_root
+def test_exe_of_another_users_process_raises_permission_error(node, doubles):
+    install(doubles["old"], node.binary())
+    p = node.start("inst1")
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                procfs.exe(PROC, p.pid)
+            except PermissionError:
+                code = 0 if procfs.comm(PROC, p.pid) == NAME[:15] else 2
+        finally:
+            os._exit(code)
+    assert os.waitpid(child, 0)[1] == 0
+
+
+def test_disk_path_in_our_mount_namespace_is_the_path_itself(node, doubles):
+    install(doubles["old"], node.binary())
+    p = node.start("inst1")
+    assert procfs.disk_path(PROC, p.pid, "/usr/bin/x") == "/usr/bin/x"
+
+
+@needs_root
+def test_chrooted_process_shows_host_paths(node, doubles, tmp_path):
+    """qemu -chroot chroots after start: exe stays a host path and
+    /proc/PID/root/<path> does not exist, so the host path is the one."""
+    jail = tmp_path / "jail"
+    jail.mkdir()
+    install(doubles["old"], node.binary())
+    p = node.start("inst1", extra=["-chroot", str(jail)])
+    assert os.readlink("/proc/%d/root" % p.pid) == str(jail)
+    exe = procfs.exe(PROC, p.pid)
+    assert exe.path == node.binary()
+    assert not os.path.exists("/proc/%d/root%s" % (p.pid, exe.path))
+    assert procfs.same_file(procfs.disk_stat(PROC, p.pid, exe.path), exe.stat)
+
+
+@needs_root
+def test_other_mount_namespace_uses_proc_pid_root(node, doubles):
+    """A tmpfs mounted over the bin dir in the process's own namespace
+    hides a different file at the same path: only /proc/PID/root sees it."""
+    if not shutil.which("unshare"):
+        pytest.skip("unshare is needed")
+    install(doubles["old"], node.binary())
+    pid_file = node.pid_file("ns1")
+    script = ('mount -t tmpfs none "$1" && cp "$2" "$1/%s" && '
+              'exec "$1/%s" -name ns1 -pidfile "$3"' % (NAME, NAME))
+    p = node.spawn(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                    script, "sh", node.bin, doubles["new"], pid_file], pid_file)
+    exe = procfs.exe(PROC, p.pid)
+    assert exe.path == node.binary() and not exe.deleted
+    assert procfs.disk_path(PROC, p.pid, exe.path) == "/proc/%d/root%s" % (
+        p.pid, exe.path)
+    assert procfs.same_file(procfs.disk_stat(PROC, p.pid, exe.path), exe.stat)
+    assert not procfs.same_file(os.stat(node.binary()), exe.stat)
+
+
+def test_deleted_mappings(node, doubles, public_dir, tmp_path):
+    """A replaced preloaded library shows up; one under /tmp is ignored."""
+    lib = compile_library(public_dir)
+    tmp_lib = compile_library(str(tmp_path), "libcmktmp.so.1")
+    install(doubles["old"], node.binary())
+    env = dict(os.environ, LD_PRELOAD="%s:%s" % (lib, tmp_lib))
+    p = node.start("inst1", env=env)
+    assert procfs.deleted_mappings(PROC, p.pid) == []
+    install(lib, lib)
+    install(tmp_lib, tmp_lib)
+    install(doubles["new"], node.binary())
+    assert procfs.deleted_mappings(PROC, p.pid) == [lib]  # the exe is in /tmp too
+    assert procfs.deleted_mappings(PROC, p.pid, ignore=()) == sorted(
+        [lib, tmp_lib, node.binary()])
+
+
+def test_readers_work_on_a_fake_proc_tree(tmp_path):
+    """The proc root is a parameter: a /proc-like tree in a temp dir."""
+    proc = tmp_path / "proc"
+    pid_dir = proc / "42"
+    pid_dir.mkdir(parents=True)
+    (proc / "self").mkdir()
+    (pid_dir / "comm").write_bytes(b"kvm\n")
+    (pid_dir / "cmdline").write_bytes(b"/usr/bin/kvm\0-name\0evil\xff\nx\0")
+    (pid_dir / "stat").write_bytes(b"42 (kvm) S 1 42 42 0 -1")
+    (pid_dir / "maps").write_bytes(
+        b"55d0-55d1 r-xp 00000000 fe:00 123  /usr/lib/libx.so.1 (deleted)\n"
+        b"55d1-55d2 rw-p 00000000 fe:00 123  /usr/lib/liby.so.1 (deleted)\n"
+        b"55d2-55d3 r-xs 00000000 00:01 9    /memfd:x (deleted)\n"
+        b"55d3-55d4 r-xp 00000000 00:00 0    [vdso]\n")
+    (proc / "7").mkdir()
+    (proc / "sys").mkdir()
+    assert sorted(procfs.pids(str(proc))) == [7, 42]
+    assert procfs.comm(str(proc), 42) == "kvm"
+    assert procfs.cmdline(str(proc), 42) == ["/usr/bin/kvm", "-name", "evil\ufffd\nx"]
+    assert procfs.state(str(proc), 42) == "S"
+    assert procfs.deleted_mappings(str(proc), 42) == ["/usr/lib/libx.so.1"]
+    assert procfs.exe(str(proc), 42) is None  # no exe link: like a kernel thread
+    assert procfs.disk_path(str(proc), 42, "/usr/bin/kvm") == "%s/42/root/usr/bin/kvm" % proc
+
+
+def test_printable():
+    assert procfs.printable(os.fsdecode(b"/opt/q\xffemu")) == "/opt/q\ufffdemu"
