@@ -1,4 +1,4 @@
-"""Readers for Ganeti's on-disk state: ssconf files and the node's role.
+"""Readers for Ganeti's on-disk state: ssconf, the node's role, KVM run dir.
 
 Nothing here talks to a Ganeti daemon; every reader takes the directory it
 reads (`[paths] ganeti_data_dir`, `ganeti_run_dir`) so tests can use fakes.
@@ -76,3 +76,88 @@ def node_role(data_dir, node_name):
     elif node in [n.lower() for n in read_ssconf_list(data_dir, "master_candidates")]:
         role.role = CANDIDATE
     return role
+
+
+# KVM hypervisor run dir: <run_dir>/kvm-hypervisor/{pid/<inst>,conf/<inst>.runtime}
+KVM_RUN_SUBDIR = "kvm-hypervisor"
+
+
+def _decoded(name):
+    return os.fsencode(name).decode("utf-8", "replace")
+
+
+def kvm_pid_files(run_dir):
+    """[(instance, pid)] from `<run_dir>/kvm-hypervisor/pid/`, sorted.
+
+    pid is None when the file does not hold a number (Ganeti's ReadPidFile
+    gives 0 then).  No directory means no instances: [].  An unreadable
+    directory raises PermissionError.
+    """
+    pid_dir = os.path.join(run_dir, KVM_RUN_SUBDIR, "pid")
+    try:
+        names = os.listdir(pid_dir)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = []
+    for name in names:
+        try:
+            with open(os.path.join(pid_dir, name), "rb") as f:
+                text = f.read(64)
+        except (FileNotFoundError, IsADirectoryError):
+            continue  # removed by Ganeti while we listed
+        try:
+            pid = int(text.strip())
+        except ValueError:
+            pid = None
+        found.append((_decoded(name), pid if pid and pid > 0 else None))
+    return sorted(found)
+
+
+def kvm_runtime_path(run_dir, instance):
+    """The kvm binary path an instance was started with, or None.
+
+    From `conf/<instance>.runtime` (JSON `[kvm_cmd, nics, hvparams, ...]`):
+    `hvparams["kvm_path"]`, else `kvm_cmd[0]`.  None when the file is
+    missing or not in that shape; PermissionError propagates.
+    """
+    import json
+    path = os.path.join(run_dir, KVM_RUN_SUBDIR, "conf", instance + ".runtime")
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read(4 << 20).decode("utf-8", "replace"))
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+    if not isinstance(data, list) or not data:
+        return None
+    hvparams = data[2] if len(data) > 2 and isinstance(data[2], dict) else {}
+    kvm_path = hvparams.get("kvm_path")
+    if not isinstance(kvm_path, str) or not kvm_path:
+        cmd = data[0]
+        kvm_path = cmd[0] if isinstance(cmd, list) and cmd else None
+    return kvm_path if isinstance(kvm_path, str) and kvm_path else None
+
+
+def cluster_kvm_path(data_dir):
+    """`kvm_path` from `ssconf_hvparams_kvm` (the cluster default), or None."""
+    for line in (read_ssconf(data_dir, "hvparams_kvm") or "").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "kvm_path" and value.strip():
+            return value.strip()
+    return None
+
+
+def qemu_name(argv):
+    """The instance name in a qemu command line, or None.
+
+    The value of the last `-name` (as qemu and Ganeti take it), cut at the
+    first comma (`inst1,debug-threads=on`), `guest=` removed (libvirt style).
+    """
+    name = None
+    for i, arg in enumerate(argv[1:-1], 1):
+        if arg in ("-name", "--name"):
+            name = argv[i + 1]
+    if name is None:
+        return None
+    name = name.split(",", 1)[0]
+    return name[6:] if name.startswith("guest=") else name
+

@@ -1,0 +1,146 @@
+"""The QEMU version a binary embeds, read from the file, never by running it.
+
+qemu's `--version` text is a literal in the binary: "QEMU emulator version
+7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)".  Finding it means reading up to
+the whole file (18 MB for Debian 12's qemu-system-x86_64), so results are
+cached in a small JSON file keyed by the file's identity (device, inode,
+size, mtime): 100 instances on one old binary cost one read, and the next
+run none.  A binary without the literal has version None ("unknown").
+"""
+
+import os
+import re
+import stat
+
+MARKER = b"QEMU emulator version "
+_VERSION = re.compile(rb"QEMU emulator version ([0-9][0-9A-Za-z.+~_-]{0,40})"
+                      rb"(?: ?\(([^()\x00-\x1f]{1,120})\))?")
+CHUNK = 1 << 20
+WINDOW = 256  # longer than any literal _VERSION matches
+MAX_SCAN = 512 << 20  # no real qemu binary comes near this
+CACHE_FILE = "kvm_binary_versions.json"
+
+
+class Version:
+    """An embedded version: number ('7.2.22') and package ('Debian 1:7.2...')."""
+
+    __slots__ = ("number", "package")
+
+    def __init__(self, number, package=None):
+        self.number = number
+        self.package = package
+
+    def full(self):
+        return "%s (%s)" % (self.number, self.package) if self.package else self.number
+
+    def __eq__(self, other):
+        return (isinstance(other, Version)
+                and (self.number, self.package) == (other.number, other.package))
+
+    def __hash__(self):
+        return hash((self.number, self.package))
+
+    def __repr__(self):
+        return "Version(%r)" % self.full()
+
+
+def scan(f):
+    """Search an open binary file for the version literal; Version or None."""
+    buf, done = b"", 0
+    while True:
+        chunk = f.read(CHUNK) if done < MAX_SCAN else b""
+        done += len(chunk)
+        buf += chunk
+        at = buf.find(MARKER)
+        # Parse a literal only when it cannot continue in the next chunk.
+        while at >= 0 and (len(buf) - at >= WINDOW or not chunk):
+            match = _VERSION.match(buf, at)
+            if match:
+                return Version(*(g.decode("ascii", "replace") if g else None
+                                 for g in match.groups()))
+            at = buf.find(MARKER, at + 1)
+        if not chunk:
+            return None
+        buf = buf[at:] if at >= 0 else buf[-len(MARKER):]
+
+
+def identity(st):
+    """The cache key of a file: device, inode, size, mtime."""
+    return "%d:%d:%d:%d" % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class VersionCache:
+    """Versions by file identity, kept in `<state_dir>/kvm_binary_versions.json`.
+
+    Only identities used in this run are written back, so the file holds
+    what the running processes and installed binaries need, nothing more.
+    A missing, corrupt or unwritable cache only costs reads.
+    """
+
+    def __init__(self, state_dir, log=lambda message: None):
+        self.path = os.path.join(state_dir, CACHE_FILE) if state_dir else None
+        self.log = log
+        self.reads = 0
+        self._old = self._load()
+        self._used = {}
+
+    def _load(self):
+        if not self.path:
+            return {}
+        import json
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError) as e:
+            if not isinstance(e, FileNotFoundError):
+                self.log("version cache %s unreadable (%s), starting afresh"
+                         % (self.path, e))
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def get(self, path, st):
+        """The Version of the file `path` whose stat is `st`, or None.
+
+        The file is opened and checked to still be that identity (a pid can
+        be reused between stat and open); OSError propagates.
+        """
+        key = identity(st)
+        if key in self._used:
+            return self._decode(self._used[key])
+        if key in self._old:
+            self._used[key] = self._old[key]
+            return self._decode(self._old[key])
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            now = os.fstat(f.fileno())
+            if not stat.S_ISREG(now.st_mode) or identity(now) != key:
+                raise FileNotFoundError("%s changed while reading it" % path)
+            self.reads += 1
+            version = scan(f)
+        self.log("read version of %s: %s" % (path, version and version.full()))
+        self._used[key] = [version.number, version.package] if version else None
+        return version
+
+    @staticmethod
+    def _decode(value):
+        if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+            return Version(value[0], value[1] if isinstance(value[1], str) else None)
+        return None
+
+    def save(self):
+        """Write the identities used in this run, if anything changed."""
+        if not self.path or self._used == self._old:
+            return
+        import json
+        tmp = "%s.%d.tmp" % (self.path, os.getpid())
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(self._used, f, sort_keys=True)
+            os.replace(tmp, self.path)
+        except OSError as e:
+            self.log("cannot write version cache %s (%s)" % (self.path, e))
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass

@@ -1,0 +1,92 @@
+"""The KVM run dir readers in ganeti.py: pid files, runtime files, -name."""
+
+import json
+import os
+
+import pytest
+
+from ganeti_cmk import ganeti
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    for d in ("pid", "conf"):
+        (tmp_path / "kvm-hypervisor" / d).mkdir(parents=True)
+    return tmp_path
+
+
+def write(run_dir, sub, name, content):
+    path = run_dir / "kvm-hypervisor" / sub / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+
+
+def test_pid_files(run_dir):
+    write(run_dir, "pid", "web1", "1234\n")
+    write(run_dir, "pid", "db3", "  99 ")
+    write(run_dir, "pid", "empty", "")
+    write(run_dir, "pid", "garbage", "12ab")
+    write(run_dir, "pid", "zero", "0\n")
+    write(run_dir, "pid", "negative", "-5\n")
+    assert ganeti.kvm_pid_files(str(run_dir)) == [
+        ("db3", 99), ("empty", None), ("garbage", None), ("negative", None),
+        ("web1", 1234), ("zero", None)]
+
+
+def test_pid_files_with_undecodable_name(run_dir):
+    os.close(os.open(os.path.join(os.fsencode(str(run_dir)), b"kvm-hypervisor",
+                                  b"pid", b"bad\xffname"), os.O_CREAT | os.O_WRONLY))
+    assert ganeti.kvm_pid_files(str(run_dir)) == [("bad\ufffdname", None)]
+
+
+def test_no_kvm_run_dir_means_no_instances(tmp_path):
+    assert ganeti.kvm_pid_files(str(tmp_path / "missing")) == []
+    assert ganeti.kvm_pid_files(str(tmp_path)) == []
+
+
+def test_runtime_kvm_path_prefers_hvparams(run_dir):
+    write(run_dir, "conf", "web1.runtime", json.dumps(
+        [["/usr/bin/kvm", "-name", "web1", "-m", 1024], [],
+         {"kvm_path": "/usr/local/bin/kvm-wrapper", "acpi": True}, []]))
+    assert ganeti.kvm_runtime_path(str(run_dir), "web1") == "/usr/local/bin/kvm-wrapper"
+
+
+def test_runtime_kvm_path_falls_back_to_the_command(run_dir):
+    # 2.7-2.9 had three elements; hvparams without kvm_path
+    write(run_dir, "conf", "old.runtime", json.dumps([["/usr/bin/kvm", "-name", "old"],
+                                                      [], {}]))
+    assert ganeti.kvm_runtime_path(str(run_dir), "old") == "/usr/bin/kvm"
+
+
+@pytest.mark.parametrize("content", ["", "{", "{}", "[]", "[[]]", '[[1], [], {"kvm_path": 5}]',
+                                     '"text"', b"\xff\xfe"])
+def test_runtime_in_another_shape_gives_none(run_dir, content):
+    write(run_dir, "conf", "x.runtime", content)
+    assert ganeti.kvm_runtime_path(str(run_dir), "x") is None
+
+
+def test_missing_runtime_gives_none(run_dir):
+    assert ganeti.kvm_runtime_path(str(run_dir), "nothere") is None
+
+
+def test_cluster_kvm_path(tmp_path):
+    assert ganeti.cluster_kvm_path(str(tmp_path)) is None
+    (tmp_path / "ssconf_hvparams_kvm").write_text(
+        "acpi=True\nkvm_path=/usr/bin/kvm\nkvm_flag=\n")
+    assert ganeti.cluster_kvm_path(str(tmp_path)) == "/usr/bin/kvm"
+    (tmp_path / "ssconf_hvparams_kvm").write_text("kvm_path=\n")
+    assert ganeti.cluster_kvm_path(str(tmp_path)) is None
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["/usr/bin/kvm", "-name", "web1", "-m", "1024"], "web1"),
+    (["kvm", "-name", "web1,debug-threads=on"], "web1"),
+    (["qemu", "-name", "guest=vm7,debug-threads=on"], "vm7"),
+    (["qemu", "--name", "two-dashes"], "two-dashes"),
+    (["qemu", "-name", "first", "-name", "last"], "last"),
+    (["qemu", "-m", "1024"], None),
+    (["qemu", "-name"], None),
+    (["-name"], None),
+    ([], None),
+])
+def test_qemu_name(argv, name):
+    assert ganeti.qemu_name(argv) == name

@@ -1,0 +1,156 @@
+"""Reading the embedded QEMU version string, and its cache."""
+
+import io
+import json
+import os
+import shutil
+
+import pytest
+
+from ganeti_cmk import qemu_version
+from ganeti_cmk.qemu_version import CHUNK, Version, VersionCache, scan
+
+REAL = "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)\nCopyright"
+
+
+def scan_bytes(data):
+    return scan(io.BytesIO(data))
+
+
+def test_debian_literal():
+    v = scan_bytes(b"\0junk\0" + REAL.encode() + b"\0more")
+    assert v == Version("7.2.22", "Debian 1:7.2+dfsg-7+deb12u18+b3")
+    assert v.full() == "7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)"
+
+
+@pytest.mark.parametrize("literal, number, package", [
+    (b"QEMU emulator version 2.1.2 (Debian 1:2.1+dfsg-12+deb8u6), Copyright", "2.1.2",
+     "Debian 1:2.1+dfsg-12+deb8u6"),
+    (b"QEMU emulator version 8.2.2\nCopyright", "8.2.2", None),
+    (b"QEMU emulator version 6.2.0(qemu-kvm-6.2.0-11.el9)\n", "6.2.0", "qemu-kvm-6.2.0-11.el9"),
+])
+def test_other_shapes(literal, number, package):
+    assert scan_bytes(b"x" * 100 + literal + b"\0") == Version(number, package)
+
+
+def test_no_literal_is_unknown_not_an_error():
+    assert scan_bytes(b"") is None
+    assert scan_bytes(b"QEMU emulator version \0 nothing") is None
+    assert scan_bytes(b"\x7fELF" + b"\0" * 5000) is None
+
+
+def test_first_valid_literal_wins():
+    assert scan_bytes(b"QEMU emulator version %s\0QEMU emulator version 1.0\0") == Version("1.0")
+
+
+@pytest.mark.parametrize("offset", [0, CHUNK - 200, CHUNK - 30, CHUNK - 10,
+                                    CHUNK - 1, CHUNK, 3 * CHUNK - 40])
+def test_literal_across_chunk_boundaries(offset):
+    data = b"\0" * offset + REAL.encode() + b"\0" * 50
+    assert scan_bytes(data).full() == "7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)"
+
+
+def test_literal_at_the_very_end():
+    assert scan_bytes(b"\0" * (CHUNK - 5) + b"QEMU emulator version 9.0.1") == Version("9.0.1")
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/qemu-system-x86_64"),
+                    reason="qemu-system-x86 is not installed")
+def test_the_installed_qemu_binary():
+    with open("/usr/bin/qemu-system-x86_64", "rb") as f:
+        v = scan(f)
+    assert v is not None and v.number[0].isdigit()
+
+
+def test_cache_reads_each_identity_once(tmp_path):
+    binary = tmp_path / "qemu"
+    binary.write_bytes(b"\0" + REAL.encode())
+    state = str(tmp_path / "state")
+    cache = VersionCache(state)
+    st = os.stat(str(binary))
+    for _ in range(100):
+        assert cache.get(str(binary), st).number == "7.2.22"
+    assert cache.reads == 1
+    cache.save()
+    again = VersionCache(state)
+    assert again.get(str(binary), st).number == "7.2.22"
+    assert again.reads == 0
+
+
+def test_cache_keeps_only_what_was_used(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(REAL.encode())
+    b.write_bytes(b"no version here")
+    state = str(tmp_path / "state")
+    cache = VersionCache(state)
+    cache.get(str(a), os.stat(str(a)))
+    assert cache.get(str(b), os.stat(str(b))) is None
+    cache.save()
+    assert len(json.load(open(os.path.join(state, qemu_version.CACHE_FILE)))) == 2
+    cache = VersionCache(state)
+    cache.get(str(a), os.stat(str(a)))
+    cache.save()
+    assert len(json.load(open(os.path.join(state, qemu_version.CACHE_FILE)))) == 1
+
+
+def test_a_changed_file_is_read_again(tmp_path):
+    binary = tmp_path / "qemu"
+    binary.write_bytes(REAL.encode())
+    cache = VersionCache(str(tmp_path))
+    old = os.stat(str(binary))
+    cache.get(str(binary), old)
+    tmp = tmp_path / "new"
+    tmp.write_bytes(REAL.replace("7.2.22", "7.2.23").encode())
+    os.rename(str(tmp), str(binary))
+    new = os.stat(str(binary))
+    assert cache.get(str(binary), new).number == "7.2.23"
+    with pytest.raises(FileNotFoundError):  # the old identity is no longer there
+        VersionCache(None).get(str(binary), old)
+
+
+@pytest.mark.parametrize("content", ["{", "[1, 2]", '{"k": 5}', "\xff"])
+def test_corrupt_cache_is_ignored(tmp_path, content):
+    (tmp_path / qemu_version.CACHE_FILE).write_text(content, errors="surrogateescape")
+    binary = tmp_path / "qemu"
+    binary.write_bytes(REAL.encode())
+    st = os.stat(str(binary))
+    cache = VersionCache(str(tmp_path))
+    assert cache.get(str(binary), st).number == "7.2.22"
+    cache.save()
+    assert VersionCache(str(tmp_path)).get(str(binary), st).number == "7.2.22"
+
+
+def test_poisoned_cache_entry_gives_unknown_not_a_crash(tmp_path):
+    binary = tmp_path / "qemu"
+    binary.write_bytes(REAL.encode())
+    st = os.stat(str(binary))
+    (tmp_path / qemu_version.CACHE_FILE).write_text(json.dumps(
+        {qemu_version.identity(st): {"evil": 1}}))
+    assert VersionCache(str(tmp_path)).get(str(binary), st) is None
+
+
+def test_unwritable_state_dir_only_costs_reads(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    binary = tmp_path / "qemu"
+    binary.write_bytes(REAL.encode())
+    messages = []
+    cache = VersionCache(str(blocker / "state"), messages.append)
+    assert cache.get(str(binary), os.stat(str(binary))).number == "7.2.22"
+    cache.save()
+    assert any("cannot write version cache" in m for m in messages)
+
+
+def test_fifo_is_not_read(tmp_path):
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    with pytest.raises(FileNotFoundError):
+        VersionCache(None).get(fifo, os.stat(fifo))
+
+
+@pytest.mark.skipif(not shutil.which("gcc"), reason="needs gcc")
+def test_compiled_stand_in_carries_its_version(tmp_path):
+    from kvm_doubles import NEW, compile_double
+    path = compile_double(str(tmp_path), NEW)
+    with open(path, "rb") as f:
+        assert scan(f) == Version(*NEW)
