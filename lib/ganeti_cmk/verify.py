@@ -1,0 +1,315 @@
+"""`gnt-cluster verify` output -> findings (a pure parser: text in, data out).
+
+Understands every Ganeti from 2.4 to 3.1: findings with `--error-codes`
+(`  - ERROR:ENODEDRBD:node:node1:msg`, item `None` = no item) and without
+(`  - ERROR: node node1: msg`, `cluster: msg` before 2.16, `cluster : msg`
+after), NOTICE/INFO notes, hook warnings, hook output, section headers, job
+lines, timestamps or none.  Anything else is kept as unrecognised, and a line
+that mentions ERROR or WARNING becomes a finding anyway: nothing that looks
+like a problem is dropped.  stderr is classified into the reasons verify could
+not run (not the master, master daemon down, queue drained, ...); the harmless
+"Job N is trying to acquire all necessary locks" only sets `waited_for_locks`.
+"""
+
+import re
+
+ERROR, WARNING = "ERROR", "WARNING"
+
+# The 41 verify error codes of Ganeti 2.16 to 3.1 (none removed since 2.6),
+# with the item type each one reports about.
+CODES = {
+    "ECLUSTERCERT": "cluster", "ECLUSTERCFG": "cluster",
+    "ECLUSTERCLIENTCERT": "cluster", "ECLUSTERDANGLINGINST": "node",
+    "ECLUSTERDANGLINGNODES": "node", "ECLUSTERFILECHECK": "cluster",
+    "EEXTAGS": "node", "EGROUPDIFFERENTPVSIZE": "group",
+    "EINSTANCEBADNODE": "instance", "EINSTANCEDOWN": "instance",
+    "EINSTANCEFAULTYDISK": "instance", "EINSTANCELAYOUT": "instance",
+    "EINSTANCEMISSINGCFGPARAMETER": "instance",
+    "EINSTANCEMISSINGDISK": "instance", "EINSTANCEPOLICY": "instance",
+    "EINSTANCESPLITGROUPS": "instance", "EINSTANCEUNSUITABLENODE": "instance",
+    "EINSTANCEWRONGNODE": "instance", "ENODEDRBD": "node",
+    "ENODEDRBDHELPER": "node", "ENODEDRBDVERSION": "node",
+    "ENODEFILECHECK": "node", "ENODEFILESTORAGEPATHS": "node",
+    "ENODEFILESTORAGEPATHUNUSABLE": "node",
+    "ENODEGLUSTERSTORAGEPATHUNUSABLE": "node", "ENODEHOOKS": "node",
+    "ENODEHV": "node", "ENODELVM": "node", "ENODEN1": "node",
+    "ENODENET": "node", "ENODEOOBPATH": "node", "ENODEORPHANINSTANCE": "node",
+    "ENODEORPHANLV": "node", "ENODEOS": "node", "ENODERPC": "node",
+    "ENODESETUP": "node", "ENODESHAREDFILESTORAGEPATHUNUSABLE": "node",
+    "ENODESSH": "node", "ENODETIME": "node", "ENODEUSERSCRIPTS": "node",
+    "ENODEVERSION": "node",
+}
+
+# Why verify could not run, as told on stderr.
+NOT_MASTER = "not master"
+NOT_IN_CLUSTER = "not in cluster"
+NO_DAEMON = "master daemon unreachable"
+NO_PERMISSION = "no permission"
+QUEUE_DRAINED = "queue drained"
+QUEUE_FULL = "queue full"
+CORRUPT_CONFIG = "corrupt config"
+USAGE = "usage error"
+CRASHED = "crashed"
+
+# One regex per stdout line: optional ctime stamp, then one message shape.
+_LINE = re.compile(r"""
+(?:[A-Z][a-z]{2}\ [A-Z][a-z]{2}\ [ \d]\d\ \d\d:\d\d:\d\d\ \d{4,}(?:\ |\Z))?
+(?:
+   \ {0,2}-\ (?P<sev>ERROR|WARNING):(?:
+        (?P<code>[A-Z][A-Z0-9_]*):(?P<ctype>[a-z_]*):(?P<citem>[^:]*):(?P<cmsg>.*)
+      | \ ?(?P<ptype>cluster|node|instance|group)(?:\ (?P<pitem>\S*?))?:\ ?(?P<pmsg>.*)
+      | \ *(?P<smsg>.*)
+   )
+ | \ {0,2}-\ (?P<ntag>NOTICE|INFO):\ *(?P<nmsg>.*)
+ | \ {0,2}-\ (?P<bullet>.*)
+ | \*\ *(?P<section>.*)
+ | Submitted\ jobs?\ (?P<jobs>\d+(?:,\ *\d+)*)
+ | Waiting\ for\ job\ (?P<waiting>\d+)(?:\ for\ .*)?\ \.\.\.
+ | (?P<failed>\d+)\ job\(s\)\ failed\ while\ verifying\ the\ cluster\.
+ | \ {3,}(?P<cont>\S.*)
+ | (?P<other>.*)
+)""", re.X)
+
+# A line of no known shape that still looks like a problem report.
+_LOOKS_LIKE_FINDING = re.compile(
+    r"\b(ERROR|WARNING|FATAL|CRITICAL)\b|^[A-Z]+:E[A-Z0-9_]+:")
+
+_HARMLESS_STDERR = re.compile(
+    r"Job \d+(?: for .*)? is (?:trying to acquire all necessary locks"
+    r"|waiting in queue)\s*\Z")
+_JOB_STDERR = re.compile(
+    r"(?:Job \d+(?: for .*)? (?:has failed: |has been archived)"
+    r"|Failed to submit job)")
+_FAILURES = (
+    (NOT_MASTER, re.compile(r"This is not the master node")),
+    (NOT_IN_CLUSTER, re.compile(r"Cluster not initialized|not part of a cluster")),
+    (QUEUE_DRAINED, re.compile(r"job queue is marked for drain")),
+    (QUEUE_FULL, re.compile(r"job queue is full")),
+    (NO_PERMISSION, re.compile(r"permissions? to connect to the master daemon")),
+    (NO_DAEMON, re.compile(
+        r"Cannot communicate with the (?:master|config) daemon|Timeout while "
+        r"talking to the master daemon|Connect timed out|running and listening")),
+    (CORRUPT_CONFIG, re.compile(r"Corrupt configuration file")),
+    (CRASHED, re.compile(r"Traceback \(most recent call last\)")),
+    (USAGE, re.compile(r"^Usage: |^gnt-cluster: error: |no such option",
+                       re.M)),
+)
+
+# SafeEncode: \n, \t, \'r (carriage return), \xNN (control or non-ASCII;
+# Ganeti 3 writes code points via backslashreplace, 2.x writes UTF-8 bytes).
+_ESCAPE = re.compile(r"\\(?:n|t|'r|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})"
+                     r"|(?:\\x[0-9a-fA-F]{2})+")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]+")
+
+
+def _unescape(match):
+    text = match.group()
+    if text[1] == "x":
+        data = bytes(int(text[i + 2:i + 4], 16) for i in range(0, len(text), 4))
+        out = ""
+        while data:  # UTF-8 where it is valid, a byte not in UTF-8 as latin-1
+            try:
+                return out + data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                out += data[:e.start].decode("utf-8") + chr(data[e.start])
+                data = data[e.start + 1:]
+        return out
+    if text[1] in "uU":
+        code = int(text[2:], 16)
+        if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+            return "\ufffd"
+        return chr(code)
+    return " "
+
+
+def decode(text):
+    """Undo Ganeti's SafeEncode for display: escapes -> text, breaks -> ' '."""
+    if "\\" not in text:
+        return text
+    text = _CONTROL.sub(" ", _ESCAPE.sub(_unescape, text))
+    return " ".join(text.split())
+
+
+class Finding:
+    """One ERROR or WARNING line of verify.
+
+    `code` is None without --error-codes, `item_type`/`item` None when the
+    line names none (item `None`, `cluster : msg`, or an untyped warning).
+    """
+
+    __slots__ = ("severity", "code", "item_type", "item", "message", "section")
+
+    def __init__(self, severity, code, item_type, item, message, section=None):
+        self.severity = severity
+        self.code = code
+        self.item_type = item_type
+        self.item = item
+        self.message = message
+        self.section = section
+
+    def to_list(self):
+        return [self.severity, self.code, self.item_type, self.item,
+                self.message, self.section]
+
+    def __eq__(self, other):
+        return isinstance(other, Finding) and self.to_list() == other.to_list()
+
+    def __repr__(self):
+        return "Finding(%r)" % (self.to_list(),)
+
+
+class Report:
+    """Everything one verify run said, as plain data.
+
+    findings: ERROR/WARNING Findings in output order; notes: NOTICE, INFO and
+    other informational bullets; sections: section titles; jobs: submitted
+    job ids; failed_jobs: N of "N job(s) failed"; job_errors: stderr lines
+    about failed/lost jobs; unrecognised: stdout lines of no known shape;
+    stderr: the other non-harmless stderr lines; failure: (kind, text) when
+    verify could not run; waited_for_locks: stderr said a job waited.
+    """
+
+    __slots__ = ("findings", "notes", "sections", "jobs", "failed_jobs",
+                 "job_errors", "unrecognised", "stderr", "failure",
+                 "waited_for_locks", "exit_code")
+
+    def __init__(self, exit_code=None):
+        self.findings = []
+        self.notes = []
+        self.sections = []
+        self.jobs = []
+        self.failed_jobs = 0
+        self.job_errors = []
+        self.unrecognised = []
+        self.stderr = []
+        self.failure = None
+        self.waited_for_locks = False
+        self.exit_code = exit_code
+
+    def to_data(self):
+        """A JSON-ready dict (for the cache)."""
+        data = {key: getattr(self, key) for key in self.__slots__}
+        data["findings"] = [f.to_list() for f in self.findings]
+        data["failure"] = list(self.failure) if self.failure else None
+        return data
+
+    @classmethod
+    def from_data(cls, data):
+        """The inverse of to_data(); unknown keys are ignored."""
+        report = cls()
+        for key in cls.__slots__:
+            if key in data:
+                setattr(report, key, data[key])
+        report.findings = [Finding(*f) for f in report.findings]
+        report.failure = tuple(report.failure) if report.failure else None
+        return report
+
+
+def parse(stdout, stderr="", exit_code=None):
+    """Parse one run's stdout, stderr and exit code into a Report."""
+    report = Report(exit_code)
+    _parse_stdout(report, stdout)
+    _parse_stderr(report, stderr)
+    return report
+
+
+def _parse_stdout(report, stdout):
+    findings, notes, sections = report.findings, report.notes, report.sections
+    section = None
+    last = None  # the finding a hook-output line continues
+    match = _LINE.fullmatch
+    for line in stdout.split("\n"):
+        line = line.rstrip()
+        if not line:
+            continue
+        group = match(line).group
+        severity = group("sev")
+        if severity is not None:
+            code = group("code")
+            if code is not None:
+                item = group("citem")
+                last = Finding(severity, code, group("ctype") or None,
+                               None if item in ("None", "") else decode(item),
+                               decode(group("cmsg")), section)
+            elif group("ptype") is not None:
+                last = Finding(severity, None, group("ptype"),
+                               decode(group("pitem") or "") or None,
+                               decode(group("pmsg")), section)
+            else:
+                last = Finding(severity, None, None, None,
+                               decode(group("smsg")), section)
+            findings.append(last)
+        elif group("cont") is not None and last is not None:
+            last.message = "%s %s" % (last.message, decode(group("cont")))
+        elif group("ntag") is not None:
+            notes.append("%s: %s" % (group("ntag"), decode(group("nmsg"))))
+            last = None
+        elif group("bullet") is not None:
+            text = decode(group("bullet"))
+            if _LOOKS_LIKE_FINDING.search(text):
+                last = _unrecognised(report, text, section)
+            else:
+                notes.append(text)
+                last = None
+        elif group("section") is not None:
+            section = decode(group("section"))
+            sections.append(section)
+            last = None
+        elif group("jobs") is not None:
+            report.jobs.extend(int(j) for j in group("jobs").split(","))
+            last = None
+        elif group("failed") is not None:
+            report.failed_jobs += int(group("failed"))
+            last = None
+        elif group("waiting") is not None:
+            last = None
+        else:  # unknown shape, or hook output with no finding before it
+            text = group("other") or group("cont")
+            last = _unrecognised(report, text, section) if text else None
+
+
+def _unrecognised(report, line, section):
+    """Keep an unknown line; one that looks like a problem is a finding."""
+    text = decode(line.strip())
+    m = _LOOKS_LIKE_FINDING.search(text)
+    if m is None:
+        report.unrecognised.append(text)
+        return None
+    severity = WARNING if m.group(1) == WARNING else ERROR
+    finding = Finding(severity, None, None, None, text, section)
+    report.findings.append(finding)
+    return finding
+
+
+def _parse_stderr(report, stderr):
+    lines = []
+    for line in stderr.split("\n"):
+        line = line.strip()
+        if not line:
+            continue
+        if _HARMLESS_STDERR.match(line):
+            report.waited_for_locks = True
+        elif _JOB_STDERR.match(line):
+            report.job_errors.append(decode(line))
+        else:
+            lines.append(decode(line))
+    report.stderr = lines
+    text = "\n".join(lines)
+    for kind, pattern in _FAILURES:
+        m = pattern.search(text)
+        if m is not None:
+            report.failure = (kind, _failure_text(kind, lines, text, m))
+            return
+    if report.exit_code == 2 and not report.findings:
+        report.failure = (USAGE, lines[-1] if lines else "exit code 2")
+
+
+def _failure_text(kind, lines, text, match):
+    """The stderr line that tells most about the failure."""
+    if kind == CRASHED:  # the exception is the last line of the traceback
+        return lines[-1]
+    if kind == NO_DAEMON:  # "Cannot communicate ..." + "Is it running ...?"
+        return " ".join(lines)
+    start = text.rfind("\n", 0, match.start()) + 1
+    end = text.find("\n", match.end())
+    return text[start:] if end < 0 else text[start:end]
