@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Build the self-contained checks and the Checkmk .mkp (stdlib only).
+
+    tools/build.py local OUTDIR   one executable zipapp per checks/ganeti_*
+    tools/build.py mkp OUTDIR     OUTDIR/<name>-<version>.mkp
+
+A built check is `#!/usr/bin/env python3` followed by a zip holding the
+library (lib/ganeti_cmk/**.py) and __main__.py, the entry script without
+its sys.path line.  It needs nothing but python3 3.9+, wherever it is
+copied to.  Next to every module sits its bytecode (module.pyc, unchecked
+hash-based) from the python3 that runs this build: a node with the same
+Python minor version skips compiling at every start, any other Python
+rejects the .pyc by its magic number and compiles the source.
+
+The same tree built by the same Python version gives the same bytes:
+members sorted, every timestamp $SOURCE_DATE_EPOCH (default: the time of
+the last git commit), uid/gid 0, no user names, gzip header mtime 0,
+PYTHONHASHSEED=0 while compiling (set constants).
+"""
+
+import ast
+import glob
+import gzip
+import importlib.util
+import io
+import json
+import marshal
+import os
+import pprint
+import re
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHEBANG = b"#!/usr/bin/env python3\n"
+NAME_RE = re.compile(r"^[^\d\W][-\w]*$")  # Checkmk 2.3+ package names
+# Keys that mkp/info must set; the build adds version and files.
+INFO_KEYS = ("author", "description", "download_url", "name", "title",
+             "version.min_required", "version.packaged",
+             "version.usable_until")
+
+
+def version():
+    """The one version: __version__ in lib/ganeti_cmk/__init__.py."""
+    with open(os.path.join(ROOT, "lib", "ganeti_cmk", "__init__.py"),
+              encoding="utf-8") as f:
+        return re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
+
+
+def entry_scripts():
+    """The checks: checks/ganeti_*, sorted."""
+    return sorted(glob.glob(os.path.join(ROOT, "checks", "ganeti_*")))
+
+
+def library_files():
+    """(path in the zip, path on disk) of every library module, sorted."""
+    lib = os.path.join(ROOT, "lib")
+    found = []
+    for top, dirs, files in os.walk(os.path.join(lib, "ganeti_cmk")):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(top, name)
+                found.append((os.path.relpath(path, lib).replace(os.sep, "/"),
+                              path))
+    return sorted(found)
+
+
+def source_date_epoch():
+    """$SOURCE_DATE_EPOCH, else the last commit's time, else 0."""
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        return int(os.environ["SOURCE_DATE_EPOCH"])
+    try:
+        out = subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%ct"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             universal_newlines=True, timeout=30)
+        return int(out.stdout.strip())
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return 0
+
+
+def main_module(entry):
+    """The entry script as __main__.py: its sys.path line would point into
+    the zip's parent directory, so it goes; the rest is kept as it is."""
+    with open(entry, encoding="utf-8") as f:
+        lines = f.readlines()
+    return "".join(line for line in lines
+                   if not line.startswith("sys.path.insert("))
+
+
+def bytecode(source, arcname):
+    """module.pyc for zipimport: PEP 552 unchecked hash-based bytecode."""
+    code = compile(source, arcname, "exec", dont_inherit=True)
+    return (importlib.util.MAGIC_NUMBER + (1).to_bytes(4, "little")
+            + importlib.util.source_hash(source) + marshal.dumps(code))
+
+
+def zipapp(entry, epoch):
+    """The executable bytes of one built check."""
+    date_time = time.gmtime(max(epoch, 315532800))[:6]  # zip starts in 1980
+    sources = [("__main__.py", main_module(entry).encode("utf-8"))]
+    for arcname, path in library_files():
+        with open(path, "rb") as f:
+            sources.append((arcname, f.read()))
+    members = []
+    for arcname, source in sources:
+        members.append((arcname, source))
+        members.append((arcname + "c", bytecode(source, arcname)))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for arcname, data in sorted(members):
+            info = zipfile.ZipInfo(arcname, date_time)
+            info.external_attr = 0o644 << 16
+            info.create_system = 3  # Unix, whatever the build host is
+            zf.writestr(info, data)
+    return SHEBANG + buf.getvalue()
+
+
+def build_local(outdir, epoch):
+    """Write every built check into outdir; return their paths."""
+    os.makedirs(outdir, exist_ok=True)
+    written = []
+    for entry in entry_scripts():
+        path = os.path.join(outdir, os.path.basename(entry))
+        _write(path, zipapp(entry, epoch), 0o755)
+        written.append(path)
+    return written
+
+
+def manifest_template():
+    """mkp/info: the package's fixed keys, a Python dict literal."""
+    with open(os.path.join(ROOT, "mkp", "info"), encoding="utf-8") as f:
+        info = ast.literal_eval(f.read())
+    if sorted(info) != sorted(INFO_KEYS):
+        raise SystemExit("mkp/info: keys must be exactly %s" % ", ".join(INFO_KEYS))
+    if not NAME_RE.match(info["name"]):
+        raise SystemExit("mkp/info: name %r is not a Checkmk package name"
+                         % info["name"])
+    return info
+
+
+def _tarinfo(name, size, mode, epoch):
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = mode
+    info.mtime = epoch
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def _tar(members, epoch, fileobj):
+    """A plain tar of (name, data, mode) members, in the given order."""
+    with tarfile.open(fileobj=fileobj, mode="w",
+                      format=tarfile.USTAR_FORMAT) as tf:
+        for name, data, mode in members:
+            tf.addfile(_tarinfo(name, len(data), mode, epoch), io.BytesIO(data))
+
+
+def mkp_bytes(epoch):
+    """The .mkp: gzip tar of info, info.json and agents.tar."""
+    info = manifest_template()
+    base = "custom/%s/lib/" % info["name"]
+    agents = []
+    for entry in entry_scripts():
+        agents.append((base + "local/" + os.path.basename(entry),
+                       zipapp(entry, epoch), 0o755))
+    with open(os.path.join(ROOT, "mkp", "ganeti_cmk.cfg.example"), "rb") as f:
+        agents.append((base + "ganeti_cmk.cfg.example", f.read(), 0o644))
+    agents.sort()
+    info["version"] = version()
+    info["files"] = {"agents": [name for name, _, _ in agents]}
+    if "/" in info["version"]:
+        raise SystemExit("version %r: Checkmk forbids '/'" % info["version"])
+
+    agents_tar = io.BytesIO()
+    _tar(agents, epoch, agents_tar)
+    top = [("info", (pprint.pformat(info) + "\n").encode("utf-8"), 0o644),
+           ("info.json", (json.dumps(info, sort_keys=True) + "\n").encode("utf-8"),
+            0o644),
+           ("agents.tar", agents_tar.getvalue(), 0o644)]  # Checkmk's order
+    out = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0,
+                       compresslevel=9) as gz:
+        _tar(top, epoch, gz)
+    return info, out.getvalue()
+
+
+def build_mkp(outdir, epoch):
+    info, data = mkp_bytes(epoch)
+    os.makedirs(outdir, exist_ok=True)
+    path = os.path.join(outdir, "%s-%s.mkp" % (info["name"], info["version"]))
+    _write(path, data, 0o644)
+    return path
+
+
+def _write(path, data, mode):
+    """Replace path atomically (a running agent never sees half a check)."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def main(argv):
+    if len(argv) != 2 or argv[0] not in ("local", "mkp"):
+        sys.stderr.write(__doc__)
+        return 2
+    if os.environ.get("PYTHONHASHSEED") != "0":  # see bytecode()
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, [sys.executable] + sys.argv)
+    epoch = source_date_epoch()
+    if argv[0] == "local":
+        paths = build_local(argv[1], epoch)
+    else:
+        paths = [build_mkp(argv[1], epoch)]
+    for path in paths:
+        print("%s (%d bytes)" % (path, os.path.getsize(path)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
