@@ -177,7 +177,7 @@ class Node:
 
     def config(self, **kvm_binary):
         """The config file text pointing the check at this node."""
-        values = {"process_names": NAMES}
+        values = {"process_names": NAMES, "kvm_path": self.binary()}
         values.update(kvm_binary)
         return ("[paths]\nganeti_run_dir = %s\nganeti_data_dir = %s\n"
                 "state_dir = %s\n[kvm_binary]\n%s\n" % (

@@ -25,6 +25,13 @@ DEFAULTS = {
     "ganeti": {
         "node_name": "",
     },
+    "kvm_binary": {
+        "warn_after": "0",
+        "crit_after": "7d",
+        "process_names": "qemu-system-* kvm qemu-kvm",
+        "kvm_path": "/usr/bin/kvm",
+        "check_libraries": "no",
+    },
     "cluster_verify": {
         "max_age": "10m",
         "stale_after": "30m",

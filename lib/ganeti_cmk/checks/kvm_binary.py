@@ -1,0 +1,438 @@
+"""KVM binary versions: which instances still run a KVM binary replaced on disk?
+
+Probe: the instances from Ganeti's pid files (each validated against the
+process's -name, so a reused pid is never blamed), then every other qemu
+process by executable name.  Each process's running executable
+(/proc/PID/exe: inode, ' (deleted)') is compared with the file now at the
+same path; versions come from the binaries' embedded version strings
+(cached), never from running anything.  Evaluate: OK, or WARN/CRIT by how
+long the new binary has been installed, naming the instances, both versions
+and the remedy; UNKNOWN where only root may look.
+"""
+
+import os
+import time
+
+from .. import ganeti, procfs
+from ..config import format_duration
+from ..localcheck import CRIT, OK, UNKNOWN, WARN, Metric, Result, worst
+from ..qemu_version import VersionCache
+from ..runner import Check
+
+SERVICE = "KVM binary versions"
+SECTION = "kvm_binary"
+MAX_NAMES = 10  # instance names listed in the summary; details list all
+
+
+class Process:
+    """One qemu process: who it is and what it runs."""
+
+    __slots__ = ("pid", "name", "managed", "kvm_path", "exe", "replaced",
+                 "running", "installed", "installed_path", "since",
+                 "libraries", "denied")
+
+    def __init__(self, pid, name, managed, kvm_path=None):
+        self.pid = pid
+        self.name = name            # instance name, or -name (None if absent)
+        self.managed = managed      # found through Ganeti's pid file
+        self.kvm_path = kvm_path    # what it was started as
+        self.exe = None             # procfs.Exe
+        self.replaced = False       # its executable is no longer the file on disk
+        self.running = None         # qemu_version.Version of the running binary
+        self.installed = None       # ... of the file on disk now (None: unknown)
+        self.installed_path = None  # that file, None when gone from disk
+        self.since = None           # when the replacement was installed (ctime)
+        self.libraries = []         # replaced shared libraries it maps
+        self.denied = False         # /proc/PID/exe not readable: not root
+
+    @property
+    def outdated(self):
+        return self.replaced or bool(self.libraries)
+
+    def label(self):
+        if self.managed:
+            return self.name
+        return "pid %d %s" % (self.pid, self.name if self.name else "(no -name)")
+
+    def __repr__(self):
+        return "Process(%d, %r, replaced=%r)" % (self.pid, self.name, self.replaced)
+
+
+class Probe:
+    """What one scan found."""
+
+    __slots__ = ("processes", "stale", "errors", "kvm_path", "installed")
+
+    def __init__(self):
+        self.processes = []   # Process, Ganeti's instances first
+        self.stale = []       # texts: pid files that name no running instance
+        self.errors = []      # texts: what could not be read, and why
+        self.kvm_path = None  # the cluster's kvm_path ...
+        self.installed = None  # ... and its version, for "nothing running"
+
+
+def names_matcher(patterns):
+    """A match function for executable names from shell patterns."""
+    import fnmatch
+    import re
+    if not patterns:
+        return lambda name: False
+    regex = re.compile("|".join(fnmatch.translate(p) for p in patterns))
+    return regex.match
+
+
+def _not_the_instance(proc, pid, instance):
+    """Why `pid` from `instance`'s pid file is not that instance, or None."""
+    state = procfs.state(proc, pid)
+    if state is None:
+        return "which is not running (stale pid file)"
+    if state == "Z":
+        return "a zombie (the instance has exited)"
+    argv = procfs.cmdline(proc, pid)
+    if argv is None:
+        return "which exited during the scan"
+    name = ganeti.qemu_name(argv)
+    if name != instance:
+        return "another process (-name %s): the pid was reused" % (
+            name if name is not None else "missing")
+    return None
+
+
+def find_instances(proc, run_dir, default_kvm_path, found):
+    """Ganeti's running instances from their pid files, into `found`."""
+    for instance, pid in ganeti.kvm_pid_files(run_dir):
+        if pid is None:
+            found.stale.append("%s: the pid file holds no process id" % instance)
+            continue
+        why = _not_the_instance(proc, pid, instance)
+        if why:
+            found.stale.append("%s: the pid file names pid %d, %s"
+                               % (instance, pid, why))
+            continue
+        kvm_path = ganeti.kvm_runtime_path(run_dir, instance) or default_kvm_path
+        found.processes.append(Process(pid, instance, True, kvm_path))
+
+
+def find_others(proc, matches, found):
+    """qemu processes Ganeti does not know, by executable name or comm.
+
+    One readlink per process, comm only when that does not match (a
+    symlink like /usr/bin/kvm: comm kvm, exe qemu-system-x86_64; or not
+    root); cmdline only for the few that match.
+    """
+    known = {p.pid for p in found.processes}
+    me = os.getpid()
+    for pid in procfs.pids(proc):
+        if pid in known or pid == me:
+            continue
+        try:
+            name = procfs.exe_name(proc, pid)
+        except PermissionError:
+            name = None
+        if name is None or not matches(name):
+            comm = procfs.comm(proc, pid)
+            if comm is None or not matches(comm):
+                continue
+        argv = procfs.cmdline(proc, pid)
+        if not argv:
+            continue  # exited, a zombie, or a kernel thread
+        kvm_path = argv[0] if argv[0].startswith("/") else None
+        found.processes.append(Process(pid, ganeti.qemu_name(argv), False,
+                                       kvm_path))
+
+
+def _version(cache, path, st):
+    try:
+        return cache.get(path, st)
+    except OSError:
+        return None  # exited or replaced while we read: no version, no error
+
+
+def inspect(proc, p, cache, check_libraries):
+    """Fill in what `p` runs and what is on disk; False if it has exited."""
+    try:
+        exe = procfs.exe(proc, p.pid)
+        if exe is None:
+            return False
+        disk_path = procfs.disk_path(proc, p.pid, exe.path)
+        disk = procfs.disk_stat(proc, p.pid, exe.path)
+    except PermissionError:
+        p.denied = True
+        return True
+    p.exe = exe
+    p.running = _version(cache, "%s/%d/exe" % (proc, p.pid), exe.stat)
+    if disk is not None and procfs.same_file(disk, exe.stat) and not exe.deleted:
+        p.installed, p.installed_path = p.running, exe.path
+    elif disk is not None:
+        p.replaced = True
+        p.installed, p.installed_path = _version(cache, disk_path, disk), exe.path
+        p.since = disk.st_ctime  # dpkg keeps the build time as mtime
+    elif exe.deleted:
+        # Gone from disk (package removed, or moved): the replaced inode's
+        # ctime is when it was unlinked; kvm_path may show what comes next.
+        p.replaced = True
+        p.since = exe.stat.st_ctime
+        p.installed = _installed_at(proc, p, cache)
+    else:
+        # Not deleted, yet invisible at its path from here (a chroot in
+        # another mount namespace): nothing says it was replaced.
+        p.installed = p.running
+    if check_libraries and not p.replaced:
+        _check_libraries(proc, p)
+    return True
+
+
+def _installed_at(proc, p, cache):
+    """The version of what `p.kvm_path` resolves to now, or None."""
+    if not p.kvm_path:
+        return None
+    try:
+        st = procfs.disk_stat(proc, p.pid, p.kvm_path)
+    except PermissionError:
+        return None
+    if st is None:
+        return None
+    version = _version(cache, procfs.disk_path(proc, p.pid, p.kvm_path), st)
+    if version is not None:
+        p.installed_path = p.kvm_path
+    return version
+
+
+def _check_libraries(proc, p):
+    """Replaced shared libraries `p` maps, and since when."""
+    try:
+        libraries = procfs.deleted_mappings(proc, p.pid) or []
+        libraries = [lib for lib in libraries if lib != p.exe.path]
+        ctimes = [st.st_ctime for st in
+                  (procfs.disk_stat(proc, p.pid, lib) for lib in libraries) if st]
+    except PermissionError:
+        p.denied = True
+        return
+    p.libraries = libraries
+    if libraries:
+        p.since = min(ctimes) if ctimes else time.time()
+
+
+def probe(proc, run_dir, kvm_path, matches, cache, check_libraries=False):
+    """Find and inspect every qemu process; a Probe."""
+    found = Probe()
+    found.kvm_path = kvm_path
+    pid_dir = os.path.join(run_dir, ganeti.KVM_RUN_SUBDIR, "pid")
+    try:
+        find_instances(proc, run_dir, kvm_path, found)
+    except PermissionError as e:
+        found.errors.append("cannot read Ganeti's pid files in %s (%s)"
+                            % (pid_dir, e.strerror))
+    find_others(proc, matches, found)
+    for p in list(found.processes):
+        if not inspect(proc, p, cache, check_libraries):
+            found.processes.remove(p)
+            if p.managed:
+                found.stale.append("%s: pid %d exited during the scan"
+                                   % (p.name, p.pid))
+    if not found.processes and kvm_path:
+        try:
+            st = os.stat(kvm_path)
+        except OSError:
+            st = None
+        found.installed = st and _version(cache, kvm_path, st)
+    return found
+
+
+# --- evaluate ---------------------------------------------------------------
+
+def _plural(count, one, many):
+    return "%d %s" % (count, one if count == 1 else many)
+
+
+def _versions_text(p):
+    """'running 7.2.15, installed 7.2.18' with just enough detail."""
+    run, inst = p.running, p.installed
+    if p.libraries and not p.replaced:
+        return ", ".join(os.path.basename(lib) for lib in p.libraries)
+    if p.installed_path is None:
+        return "running %s, binary removed from disk" % (
+            run.number if run else "version unknown")
+    if run is None or inst is None:
+        return "running %s, installed %s" % (run.number if run else "version unknown",
+                                             inst.number if inst else "version unknown")
+    if run == inst:
+        return "%s reinstalled" % run.number
+    if run.number == inst.number:
+        return "running %s, installed %s" % (run.full(), inst.full())
+    return "running %s, installed %s" % (run.number, inst.number)
+
+
+def _groups(processes, now):
+    """'web1, db3 (running 7.2.15, installed 7.2.18 since 2 h); app1 (...)'."""
+    groups = {}
+    for p in processes:
+        groups.setdefault(_versions_text(p), []).append(p)
+    parts = []
+    for text, members in groups.items():
+        names = [m.label() for m in members]
+        if len(names) > MAX_NAMES:
+            names = names[:MAX_NAMES] + ["%d more" % (len(names) - MAX_NAMES)]
+        oldest = min(m.since for m in members)
+        parts.append("%s (%s since %s)" % (", ".join(names), text,
+                                           format_duration(max(0, now - oldest))))
+    return "; ".join(parts)
+
+
+def _installed_text(processes):
+    """'QEMU 7.2.22, Debian 1:7.2+dfsg-7+deb12u18+b3' for each version seen."""
+    texts = []
+    for p in processes:
+        v = p.installed
+        text = ("QEMU %s, %s" % (v.number, v.package) if v and v.package
+                else "QEMU %s" % v.number if v else "version unknown")
+        if text not in texts:
+            texts.append(text)
+    return "; ".join(texts)
+
+
+def _full(version):
+    return version.full() if version else "version unknown"
+
+
+def _when(timestamp):
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+def _detail(p, now):
+    who = ("%s: pid %d" % (p.name, p.pid) if p.managed
+           else "not started by Ganeti: %s" % p.label())
+    if p.denied:
+        return "%s: not inspected (permission denied)" % who
+    exe = p.exe.path + (" (deleted)" if p.exe.deleted else "")
+    text = "%s, %s" % (who, procfs.printable(exe))
+    if p.outdated:
+        if not p.replaced:
+            what = "replaced libraries: %s" % ", ".join(
+                procfs.printable(lib) for lib in p.libraries)
+        elif p.installed_path is not None:
+            what = "running %s, installed %s" % (_full(p.running), _full(p.installed))
+        else:
+            what = _versions_text(p)
+        text += ", %s since %s (%s ago)" % (what, _when(p.since),
+                                            format_duration(max(0, now - p.since)))
+    else:
+        text += ", QEMU %s" % _full(p.running)
+    if p.kvm_path and p.kvm_path != p.exe.path:
+        text += ", started as %s" % procfs.printable(p.kvm_path)
+    return text
+
+
+def evaluate(found, warn_after, crit_after, now):
+    """The one Result for a Probe."""
+    procs = found.processes
+    instances = [p for p in procs if p.managed]
+    outdated = [p for p in procs if p.outdated]
+    denied = [p for p in procs if p.denied]
+    states, clauses = [OK], []
+
+    def age_state(p):
+        age = now - p.since
+        return CRIT if age >= crit_after else WARN if age >= warn_after else OK
+
+    ours = [p for p in outdated if p.managed]
+    binary = [p for p in ours if p.replaced]
+    libs = [p for p in ours if not p.replaced]
+    if binary:
+        clauses.append("%s of %s %s a replaced KVM binary: %s" % (
+            len(binary), _plural(len(instances), "instance", "instances"),
+            "runs" if len(binary) == 1 else "run", _groups(binary, now)))
+    if libs:
+        clauses.append("%s replaced libraries: %s" % (
+            _plural(len(libs), "instance maps", "instances map"), _groups(libs, now)))
+    others = [p for p in outdated if not p.managed]
+    if others:
+        clauses.append("%s not started by Ganeti %s a replaced binary: %s" % (
+            _plural(len(others), "qemu process", "qemu processes"),
+            "runs" if len(others) == 1 else "run", _groups(others, now)))
+    if outdated:
+        states += [age_state(p) for p in outdated]
+        clauses[-1] += ": live-migrate or restart %s" % (
+            "it" if len(outdated) == 1 else "them")
+    problems = list(found.errors)  # all of them are permission problems
+    if denied:
+        problems.insert(0, "cannot inspect %s (pid %s): permission denied" % (
+            _plural(len(denied), "qemu process", "qemu processes"),
+            ", ".join(str(pid) for pid in sorted(p.pid for p in denied))))
+    if problems:
+        states.append(UNKNOWN)
+        clauses.append("; ".join(problems) + ": run the check as root")
+    if not clauses:
+        clauses.append(_all_current(found, instances))
+    state = worst(states)
+    if outdated and state == OK:
+        clauses[-1] += " (WARN after %s)" % format_duration(warn_after)
+
+    details = [_detail(p, now) for p in sorted(
+        procs, key=lambda p: (not p.outdated, not p.managed, p.name or "", p.pid))]
+    details += found.stale
+    if outdated:
+        details.append("levels: WARN %s, CRIT %s after the new binary was "
+                       "installed" % (_after(warn_after), _after(crit_after)))
+    return Result(state, SERVICE, "; ".join(clauses), details, [
+        Metric("kvm_outdated", len(outdated)),
+        Metric("kvm_processes", len(procs))])
+
+
+def _after(seconds):
+    return "at once" if seconds <= 0 else format_duration(seconds)
+
+
+def _all_current(found, instances):
+    """The summary when nothing runs a replaced binary."""
+    others = sorted((p for p in found.processes if not p.managed),
+                    key=lambda p: p.pid)
+    if not found.processes:
+        text = "no qemu processes running"
+        if found.installed:
+            text += " (installed: QEMU %s at %s)" % (
+                found.installed.full(), procfs.printable(found.kvm_path))
+        return text
+    if instances:
+        text = "all %s the installed KVM binary (%s)" % (
+            _plural(len(instances), "instance runs", "instances run"),
+            _installed_text(instances))
+    else:
+        text = "no Ganeti instances running"
+    if others:
+        names = [p.label() for p in others][:MAX_NAMES]
+        text += "; %s not started by Ganeti: %s" % (
+            _plural(len(others), "qemu process", "qemu processes"),
+            ", ".join(names) + (", ..." if len(others) > MAX_NAMES else ""))
+    return text
+
+
+def run(ctx):
+    c = ctx.config
+    proc = c.get_path("paths", "proc")
+    run_dir = c.get_path("paths", "ganeti_run_dir")
+    warn_after = c.get_duration(SECTION, "warn_after")
+    crit_after = c.get_duration(SECTION, "crit_after")
+    matches = names_matcher(c.get_list(SECTION, "process_names"))
+    check_libraries = c.get_bool(SECTION, "check_libraries")
+    try:
+        kvm_path = ganeti.cluster_kvm_path(c.get_path("paths", "ganeti_data_dir"))
+    except OSError:
+        kvm_path = None
+    kvm_path = kvm_path or c.get_path(SECTION, "kvm_path")
+    cache = VersionCache(c.get_path("paths", "state_dir"), ctx.log)
+    found = probe(proc, run_dir, kvm_path, matches, cache, check_libraries)
+    cache.save()
+    ctx.log("%d qemu processes, %d version reads, stale pid files: %d"
+            % (len(found.processes), cache.reads, len(found.stale)))
+    return [evaluate(found, warn_after, crit_after, time.time())]
+
+
+CHECK = Check(
+    name="ganeti_kvm_binary", service=SERVICE, run=run,
+    description="Checkmk local check: which KVM instances still run a qemu "
+    "binary that has since been replaced on disk (by a package upgrade), "
+    "and so need a live migration or a restart?",
+    epilog="States: OK all instances run the installed binary; WARN/CRIT when "
+    "some run a replaced one, by how long\nthe new binary has been installed "
+    "([kvm_binary] warn_after, crit_after); UNKNOWN when not run as root.")

@@ -1,0 +1,482 @@
+"""The "KVM binary versions" check against real processes.
+
+Instances are compiled qemu stand-ins (kvm_doubles) started with Ganeti's
+argv and pid files in a temp run dir; binaries are replaced as dpkg does.
+process_names in the test config matches only the stand-ins, so qemu
+processes elsewhere on the machine do not disturb the results.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import assert_valid_output, needs_root, run_agent, run_script
+from ganeti_cmk import procfs
+from ganeti_cmk.checks import kvm_binary
+from ganeti_cmk.localcheck import CRIT, OK, WARN
+from ganeti_cmk.qemu_version import Version, VersionCache
+from kvm_doubles import (NAME, NAMES, NEW, OLD, Node, compile_library,  # noqa: F401
+                         doubles, install, install_symlink, node, public_dir,
+                         wait_until)
+
+SERVICE = "KVM binary versions"
+PROC = "/proc"
+
+
+def check(node, tmp_path, **settings):
+    """Run the check as the agent does; the fields of our service."""
+    services = run_agent("ganeti_kvm_binary", tmp_path, node.config(**settings))
+    assert list(services) == [SERVICE]
+    return services[SERVICE]
+
+
+def probe(node, **kwargs):
+    """The probe in this process, with the test's process names."""
+    cache = VersionCache(node.state_dir)
+    return kvm_binary.probe(PROC, node.run_dir, kwargs.pop("kvm_path", None),
+                            kvm_binary.names_matcher([NAMES]), cache, **kwargs)
+
+
+def test_no_qemu_processes(node, tmp_path):
+    out = check(node, tmp_path, kvm_path="/nonexistent/kvm")
+    assert out["state"] == "0"
+    assert out["summary"] == "no qemu processes running"
+    assert out["metrics"] == {"kvm_outdated": 0, "kvm_processes": 0}
+
+
+def test_no_processes_names_the_installed_version(node, doubles, tmp_path):
+    install(doubles["new"], node.binary())
+    out = check(node, tmp_path, kvm_path=node.binary())
+    assert out["summary"] == ("no qemu processes running (installed: QEMU %s (%s) at %s)"
+                              % (NEW + (node.binary(),)))
+
+
+def test_all_instances_current(node, doubles, tmp_path):
+    install(doubles["new"], node.binary())
+    for name in ("web1", "db3"):
+        node.start(name)
+    out = check(node, tmp_path)
+    assert out["state"] == "0"
+    assert out["summary"] == ("all 2 instances run the installed KVM binary "
+                              "(QEMU 7.2.18, Debian 1:7.2+dfsg-7+deb12u15)")
+    assert out["metrics"] == {"kvm_outdated": 0, "kvm_processes": 2}
+    assert len(out["details"]) == 2 and out["details"][0].startswith("db3: pid ")
+
+
+def test_replaced_binary_names_the_instances(node, doubles, tmp_path):
+    install(doubles["old"], node.binary())
+    procs = {name: node.start(name) for name in ("web1", "db3")}
+    install(doubles["new"], node.binary())
+    node.start("app1")  # started after the upgrade: current
+    out = check(node, tmp_path)
+    assert out["state"] == "1"
+    assert out["summary"].startswith(
+        "2 of 3 instances run a replaced KVM binary: db3, web1 (running 7.2.15, "
+        "installed 7.2.18 since ")
+    assert out["summary"].endswith("): live-migrate or restart them")
+    assert out["metrics"] == {"kvm_outdated": 2, "kvm_processes": 3}
+    web1 = [d for d in out["details"] if d.startswith("web1:")][0]
+    assert web1.startswith("web1: pid %d, %s (deleted), running 7.2.15 (%s), "
+                           "installed 7.2.18 (%s) since " % (
+                               procs["web1"].pid, node.binary(), OLD[1], NEW[1]))
+    assert out["details"][-1] == ("levels: WARN at once, CRIT 7 d after the new "
+                                  "binary was installed")
+
+
+def test_levels(node, doubles, tmp_path):
+    install(doubles["old"], node.binary())
+    node.start("web1")
+    install(doubles["new"], node.binary())
+    out = check(node, tmp_path, crit_after="0")
+    assert out["state"] == "2"
+    out = check(node, tmp_path, warn_after="1h", crit_after="2h")
+    assert out["state"] == "0"
+    assert out["summary"].endswith("live-migrate or restart it (WARN after 1 h)")
+    assert out["metrics"]["kvm_outdated"] == 1
+
+
+def test_evaluate_ages_by_the_install_time():
+    p = kvm_binary.Process(10, "web1", True, "/usr/bin/kvm")
+    p.exe = procfs.Exe("/usr/bin/qemu-system-x86_64", True, None)
+    p.replaced, p.running, p.installed = True, Version(*OLD), Version(*NEW)
+    p.installed_path, p.since = p.exe.path, 1000.0
+    found = kvm_binary.Probe()
+    found.processes = [p]
+    day = 86400
+    assert kvm_binary.evaluate(found, 0, 7 * day, 1000 + 2 * 3600).state == WARN
+    assert kvm_binary.evaluate(found, 3 * 3600, 7 * day, 1000 + 2 * 3600).state == OK
+    result = kvm_binary.evaluate(found, 0, 7 * day, 1000 + 8 * day)
+    assert result.state == CRIT
+    assert result.summary == ("1 of 1 instance runs a replaced KVM binary: web1 "
+                              "(running 7.2.15, installed 7.2.18 since 8 d): "
+                              "live-migrate or restart it")
+
+
+def test_version_texts_say_just_enough():
+    def text(running, installed):
+        p = kvm_binary.Process(1, "x", True)
+        p.replaced, p.running, p.installed, p.installed_path = True, running, installed, "/k"
+        return kvm_binary._versions_text(p)
+    u18 = Version("7.2.22", "Debian 1:7.2+dfsg-7+deb12u18")
+    b3 = Version("7.2.22", "Debian 1:7.2+dfsg-7+deb12u18+b3")
+    assert text(u18, b3) == "running %s, installed %s" % (u18.full(), b3.full())
+    assert text(b3, b3) == "7.2.22 reinstalled"
+    assert text(None, b3) == "running version unknown, installed 7.2.22"
+
+
+def test_symlinked_kvm_path(node, doubles, tmp_path):
+    """/usr/bin/kvm -> qemu-system-x86_64: comm kvm, exe the real binary;
+    the upgrade replaces the symlink too."""
+    kvm = node.binary("kvm")
+    install(doubles["old"], node.binary())
+    install_symlink(NAME, kvm)
+    p = node.start("web1", kvm_path=kvm)
+    assert procfs.comm(PROC, p.pid) == "kvm"
+    assert check(node, tmp_path)["state"] == "0"
+    install(doubles["new"], node.binary())
+    install_symlink(NAME, kvm)
+    out = check(node, tmp_path)
+    assert out["state"] == "1"
+    assert out["summary"].startswith("1 of 1 instance runs a replaced KVM binary: web1 "
+                                     "(running 7.2.15, installed 7.2.18")
+    assert out["details"][0].endswith(", started as %s" % kvm)
+
+
+def test_wrapper_script_execing_kvm_real(node, doubles, tmp_path):
+    wrapper, real = node.binary("kvm-wrapper"), node.binary("kvm.real")
+    with open(wrapper, "w") as f:
+        f.write('#!/bin/sh\nexec %s "$@"\n' % real)
+    os.chmod(wrapper, 0o755)
+    install(doubles["old"], real)
+    node.start("web1", kvm_path=wrapper)
+    out = check(node, tmp_path)
+    assert out["state"] == "0" and "QEMU 7.2.15" in out["summary"]
+    install(doubles["new"], real)
+    out = check(node, tmp_path)
+    assert out["state"] == "1"
+    assert "web1 (running 7.2.15, installed 7.2.18" in out["summary"]
+    assert "%s (deleted)" % real in out["details"][0]
+    assert out["details"][0].endswith("started as %s" % wrapper)
+
+
+def test_per_instance_kvm_path(node, doubles, tmp_path):
+    a, b = node.binary("a-" + NAME), node.binary("b-" + NAME)
+    install(doubles["old"], a)
+    install(doubles["old"], b)
+    node.start("on-a", kvm_path=a)
+    node.start("on-b", kvm_path=b)
+    install(doubles["new"], a)
+    out = check(node, tmp_path)
+    assert out["summary"].startswith("1 of 2 instances runs a replaced KVM binary: on-a ")
+    assert out["metrics"] == {"kvm_outdated": 1, "kvm_processes": 2}
+
+
+def test_reused_pid_is_never_blamed(node, doubles, tmp_path):
+    """web9's pid file names a process that is something else now."""
+    install(doubles["old"], node.binary())
+    other = node.start("other", runtime=False, pid_file=str(tmp_path / "other.pid"))
+    with open(node.pid_file("web9"), "w") as f:
+        f.write("%d\n" % other.pid)
+    install(doubles["new"], node.binary())
+    out = check(node, tmp_path)
+    assert "web9" not in out["summary"]
+    assert out["summary"].startswith(
+        "1 qemu process not started by Ganeti runs a replaced binary: pid %d other "
+        "(running 7.2.15, installed 7.2.18" % other.pid)
+    assert ("web9: the pid file names pid %d, another process (-name other): the pid "
+            "was reused" % other.pid) in out["details"]
+
+
+def test_stale_pid_files(node, doubles, tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for name, content in (("gone", "%d\n" % dead.pid), ("junk", "x\n")):
+        with open(node.pid_file(name), "w") as f:
+            f.write(content)
+    out = check(node, tmp_path)
+    assert out["state"] == "0" and out["summary"] == "no qemu processes running"
+    assert out["details"] == [
+        "gone: the pid file names pid %d, which is not running (stale pid file)" % dead.pid,
+        "junk: the pid file holds no process id"]
+
+
+def test_zombie_is_not_an_instance(node, doubles, tmp_path):
+    install(doubles["old"], node.binary())
+    p = node.start("web1")
+    install(doubles["new"], node.binary())
+    os.kill(p.pid, signal.SIGKILL)  # not reaped: a zombie named like qemu
+    wait_until(lambda: procfs.state(PROC, p.pid) == "Z")
+    out = check(node, tmp_path)
+    assert out["state"] == "0"
+    assert out["metrics"]["kvm_processes"] == 0
+    assert out["details"] == ["web1: the pid file names pid %d, a zombie (the "
+                              "instance has exited)" % p.pid]
+
+
+def test_process_exiting_during_the_scan(node, doubles, monkeypatch):
+    """Instances and other qemu processes that exit after they were listed
+    are skipped, not reported and not an error."""
+    install(doubles["old"], node.binary())
+    web1, web2 = node.start("web1"), node.start("web2")
+    loner = node.start("loner", runtime=False, pid_file=node.root + "/loner.pid")
+    install(doubles["new"], node.binary())
+
+    def kill(p):
+        p.kill()
+        p.wait()
+
+    real_pids, real_exe = procfs.pids, procfs.exe
+
+    def pids_then_kill(proc):
+        found = real_pids(proc)
+        kill(loner)
+        return found
+
+    def exe_then_kill(proc, pid):
+        if pid == web2.pid and web2.poll() is None:
+            kill(web2)
+        return real_exe(proc, pid)
+
+    monkeypatch.setattr(procfs, "pids", pids_then_kill)
+    monkeypatch.setattr(procfs, "exe", exe_then_kill)
+    found = probe(node)
+    assert [p.name for p in found.processes] == ["web1"]
+    assert found.stale == ["web2: pid %d exited during the scan" % web2.pid]
+    result = kvm_binary.evaluate(found, 0, 86400, time.time())
+    assert result.state == WARN and "web1 (running 7.2.15" in result.summary
+
+
+def test_unknown_qemu_processes_are_reported_separately(node, doubles, tmp_path):
+    install(doubles["new"], node.binary())
+    node.start("web1")
+    ghost = node.start("ghost", runtime=False, pid_file=node.root + "/ghost.pid")
+    bare = node.spawn([node.binary(), "-pidfile", node.root + "/bare.pid"],
+                      node.root + "/bare.pid")
+    out = check(node, tmp_path)
+    assert out["state"] == "0"
+    assert out["summary"] == (
+        "all 1 instance runs the installed KVM binary (QEMU 7.2.18, Debian "
+        "1:7.2+dfsg-7+deb12u15); 2 qemu processes not started by Ganeti: "
+        "pid %d ghost, pid %d (no -name)" % tuple(sorted([ghost.pid, bare.pid])))
+    assert out["metrics"]["kvm_processes"] == 3
+
+
+def test_found_by_comm_when_the_exe_name_does_not_match(node, doubles, tmp_path):
+    """Started through a symlink: only comm carries the configured name."""
+    link = node.binary("cmkvm")
+    install(doubles["old"], node.binary())
+    install_symlink(NAME, link)
+    p = node.spawn([link, "-name", "vm1", "-pidfile", node.root + "/vm1.pid"],
+                   node.root + "/vm1.pid")
+    out = check(node, tmp_path, process_names="cmkvm")
+    assert out["summary"].endswith("not started by Ganeti: pid %d vm1" % p.pid)
+
+
+@pytest.mark.parametrize("names, match", [
+    ("qemu-system-* kvm qemu-kvm", ["qemu-system-x86_64", "qemu-system-x86", "kvm",
+                                    "qemu-kvm"]),
+])
+def test_default_process_names(names, match):
+    matches = kvm_binary.names_matcher(names.split())
+    assert all(matches(n) for n in match)
+    assert not any(matches(n) for n in ("kvm-pit/1234", "kvm.real", "qemu-img",
+                                        "kvm-nx-lpage-re", "sleep"))
+    assert not kvm_binary.names_matcher([])("kvm")
+
+
+def test_hostile_names_stay_in_one_line(node, doubles, tmp_path):
+    evil = 'evil\n0 "Fake" - ok'
+    install(doubles["old"], node.binary())
+    node.start(evil)
+    node.start("x", runtime=False, pid_file=node.root + "/x.pid",
+               extra=["-name", "also\r\n2 Fake2 - crit\\n|x=1"])
+    install(doubles["new"], node.binary())
+    proc = run_script("ganeti_kvm_binary", tmp_path=tmp_path,
+                      config_text=node.config())
+    assert proc.returncode == 0
+    assert len(proc.stdout.splitlines()) == 1
+    services = assert_valid_output(proc.stdout)[None]
+    assert list(services) == [SERVICE]
+    assert services[SERVICE]["state"] == "1"
+    summary = services[SERVICE]["summary"]
+    assert 'evil 0 "Fake" - ok' in summary
+    assert "also 2 Fake2 - crit/n|x=1" in summary
+    assert services[SERVICE]["metrics"] == {"kvm_outdated": 2, "kvm_processes": 2}
+
+
+@needs_root
+def test_not_root_is_unknown_run_as_root(node, doubles, public_dir):
+    """As nobody, /proc/PID/exe of root's processes is unreadable."""
+    shared = Node(public_dir)
+    install(doubles["old"], shared.binary())
+    shared.start("web1")
+    shared.start("ghost", runtime=False, pid_file=public_dir + "/ghost.pid")
+    try:
+        install(doubles["new"], shared.binary())
+        for d, _, _ in os.walk(public_dir):
+            os.chmod(d, 0o755)
+        out = check_as_nobody(shared, public_dir)
+        assert out["state"] == "3"
+        assert "cannot inspect 2 qemu processes" in out["summary"]
+        assert out["summary"].endswith("permission denied: run the check as root")
+        assert out["metrics"] == {"kvm_outdated": 0, "kvm_processes": 2}
+        os.chmod(os.path.join(shared.kvm_dir, "pid"), 0o700)
+        out = check_as_nobody(shared, public_dir)
+        assert out["state"] == "3"
+        assert out["summary"].startswith("cannot inspect 2 qemu processes")
+        assert "cannot read Ganeti's pid files in %s" % os.path.join(
+            shared.kvm_dir, "pid") in out["summary"]
+    finally:
+        shared.stop_all()
+
+
+def check_as_nobody(node, directory):
+    tmp = tempfile.mkdtemp(dir=directory)
+    os.chmod(tmp, 0o755)
+    from pathlib import Path
+    services = run_agent("ganeti_kvm_binary", Path(tmp), node.config(), user=65534)
+    return services[SERVICE]
+
+
+@needs_root
+def test_chrooted_instance(node, doubles, tmp_path):
+    """-chroot: compared with the file at the host path (qemu chroots after
+    it started), never reported as missing from the empty chroot."""
+    jail = tmp_path / "jail"
+    jail.mkdir()
+    install(doubles["old"], node.binary())
+    node.start("web1", extra=["-chroot", str(jail)])
+    out = check(node, tmp_path)
+    assert out["state"] == "0" and "QEMU 7.2.15" in out["summary"]
+    install(doubles["new"], node.binary())
+    out = check(node, tmp_path)
+    assert out["state"] == "1"
+    assert "web1 (running 7.2.15, installed 7.2.18" in out["summary"]
+
+
+@needs_root
+def test_other_mount_namespace(node, doubles, tmp_path):
+    """An instance in its own mount namespace whose binary path shows a
+    different file than ours: judged by what it sees (/proc/PID/root)."""
+    if not shutil.which("unshare"):
+        pytest.skip("unshare is needed")
+    install(doubles["old"], node.binary())
+    pid_file = node.pid_file("ns1")
+    script = ('mount -t tmpfs none "$1" && cp "$2" "$1/%s" && '
+              'exec "$1/%s" -name ns1 -pidfile "$3"' % (NAME, NAME))
+    p = node.spawn(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                    script, "sh", node.bin, doubles["new"], pid_file], pid_file)
+    out = check(node, tmp_path)
+    assert out["state"] == "0" and "QEMU 7.2.18" in out["summary"]
+    # upgrade inside its namespace, through /proc/PID/root
+    install(doubles["old"], "/proc/%d/root%s" % (p.pid, node.binary()))
+    out = check(node, tmp_path)
+    assert out["state"] == "1"
+    assert "ns1 (running 7.2.18, installed 7.2.15" in out["summary"]
+
+
+def test_binary_removed_from_disk(node, doubles, tmp_path):
+    install(doubles["old"], node.binary("qemu-old"))
+    node.start("web1", kvm_path=node.binary("qemu-old"))
+    os.unlink(node.binary("qemu-old"))
+    out = check(node, tmp_path)
+    assert out["state"] == "1"
+    assert "web1 (running 7.2.15, binary removed from disk since" in out["summary"]
+
+
+def test_version_unknown_is_not_an_error(node, doubles, tmp_path):
+    install(doubles["none"], node.binary())
+    node.start("web1")
+    install(doubles["new"], node.binary())
+    out = check(node, tmp_path)
+    assert out["state"] == "1"
+    assert "web1 (running version unknown, installed 7.2.18" in out["summary"]
+
+
+def test_same_version_reinstalled_is_flagged(node, doubles, tmp_path):
+    install(doubles["new"], node.binary())
+    node.start("web1")
+    install(doubles["new"], node.binary())  # apt-get install --reinstall
+    out = check(node, tmp_path)
+    assert out["state"] == "1"
+    assert "web1 (7.2.18 reinstalled since" in out["summary"]
+
+
+def test_one_version_read_per_binary(node, doubles):
+    install(doubles["old"], node.binary())
+    for i in range(5):
+        node.start("inst%d" % i)
+    install(doubles["new"], node.binary())
+    cache = VersionCache(node.state_dir)
+    found = kvm_binary.probe(PROC, node.run_dir, None, kvm_binary.names_matcher([NAMES]),
+                             cache)
+    assert [p.replaced for p in found.processes] == [True] * 5
+    assert cache.reads == 2  # the running old binary and the installed new one
+    cache.save()
+    cache = VersionCache(node.state_dir)
+    kvm_binary.probe(PROC, node.run_dir, None, kvm_binary.names_matcher([NAMES]), cache)
+    assert cache.reads == 0
+
+
+def test_replaced_libraries(node, doubles, public_dir, tmp_path):
+    lib = compile_library(public_dir)
+    install(doubles["new"], node.binary())
+    node.start("web1", env=dict(os.environ, LD_PRELOAD=lib))
+    install(lib, lib)
+    assert check(node, tmp_path)["state"] == "0"  # check_libraries = no
+    out = check(node, tmp_path, check_libraries="yes")
+    assert out["state"] == "1"
+    assert out["summary"].startswith("1 instance maps replaced libraries: web1 "
+                                     "(libcmktest.so.1 since ")
+    assert "replaced libraries: %s since " % lib in out["details"][0]
+    assert out["summary"].endswith("live-migrate or restart it")
+    assert out["metrics"]["kvm_outdated"] == 1
+
+
+def test_config_problem_is_shown(node, tmp_path):
+    out = check(node, tmp_path, crit_after="soon")
+    assert out["state"] == "1"
+    assert "[kvm_binary] crit_after: 'soon' is not a duration" in out["summary"]
+
+
+QEMU = "/usr/bin/qemu-system-x86_64"
+
+
+@pytest.mark.skipif(not os.path.exists(QEMU), reason="qemu-system-x86 is not "
+                    "installed (apt-get install qemu-system-x86)")
+def test_real_qemu(node, tmp_path):
+    """A real qemu from a private copy of the binary, upgraded as dpkg would:
+    the new file carries another version, so both versions are checked."""
+    binary = node.binary("qemu-system-x86_64")
+    shutil.copyfile(QEMU, binary)
+    os.chmod(binary, 0o755)
+    firmware = []
+    for d in ("/usr/share/seabios", "/usr/share/qemu", "/usr/lib/ipxe/qemu"):
+        if os.path.isdir(d):
+            firmware += ["-L", d]
+    node.start("real1", kvm_path=binary, extra=firmware + [
+        "-display", "none", "-S", "-nodefaults", "-machine", "accel=kvm:tcg"])
+    with open(QEMU, "rb") as f:
+        from ganeti_cmk.qemu_version import scan
+        installed = scan(f)
+    out = check(node, tmp_path)
+    assert out["state"] == "0", out
+    assert "QEMU %s" % installed.number in out["summary"]
+    with open(binary, "rb") as f:
+        data = f.read()
+    marker = b"QEMU emulator version "
+    patched = data.replace(marker + installed.number.encode(), marker + b"99.9.9", 1)
+    assert patched != data
+    new = binary + ".dpkg-new"
+    with open(new, "wb") as f:
+        f.write(patched)
+    os.rename(new, binary)
+    out = check(node, tmp_path)
+    assert out["state"] == "1"
+    assert out["summary"].startswith("1 of 1 instance runs a replaced KVM binary: real1 "
+                                     "(running %s, installed 99.9.9" % installed.number)
