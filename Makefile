@@ -7,12 +7,16 @@ VENV ?= .venv/$(PY_TAG)
 VPY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help status test test-all-pythons clean
+.PHONY: help status test test-all-pythons build mkp install uninstall clean
 
 help:
 	@echo "make status            quick status of every check on this machine"
 	@echo "make test              the test suite (PYTHON=/path/to/python for another interpreter)"
 	@echo "make test-all-pythons  the suite under Python 3.9 and 3.13 too (pyenv)"
+	@echo "make build             one self-contained executable per check in build/local/"
+	@echo "make mkp               the Checkmk package dist/ganeti_cmk-<version>.mkp"
+	@echo "make install           the built checks into \$$(DESTDIR)\$$(LOCALDIR), the example config into \$$(DESTDIR)\$$(CONFDIR)"
+	@echo "make uninstall         remove exactly what install added"
 
 status:
 	@PYTHONPATH=lib $(PYTHON) -m ganeti_cmk.cli status || true
@@ -34,6 +38,35 @@ test-all-pythons:
 	  if [ -z "$$py" ]; then echo "no Python $$v under $(PYENV_ROOT)"; exit 1; fi; \
 	  $(MAKE) --no-print-directory test PYTHON=$$py || exit 1; \
 	done
+
+# Packaging (tools/build.py, stdlib only). The built checks carry bytecode
+# for $(PYTHON)'s version: build with the nodes' python3 for the fastest start.
+BUILDDIR ?= build/local
+DISTDIR ?= dist
+DESTDIR ?=
+LOCALDIR ?= /usr/lib/check_mk_agent/local
+CONFDIR ?= /etc/check_mk
+CHECKS := $(notdir $(wildcard checks/ganeti_*))
+
+build:
+	$(PYTHON) tools/build.py local $(BUILDDIR)
+
+mkp:
+	$(PYTHON) tools/build.py mkp $(DISTDIR)
+
+# Each check is renamed into place, so the agent never runs half a file (it
+# skips dot files). The operator's ganeti_cmk.cfg is never touched.
+install: build
+	install -d $(DESTDIR)$(LOCALDIR) $(DESTDIR)$(CONFDIR)
+	@for c in $(CHECKS); do \
+	  echo "install $(DESTDIR)$(LOCALDIR)/$$c"; \
+	  install -m 0755 $(BUILDDIR)/$$c $(DESTDIR)$(LOCALDIR)/.$$c.new && \
+	  mv -f $(DESTDIR)$(LOCALDIR)/.$$c.new $(DESTDIR)$(LOCALDIR)/$$c || exit 1; \
+	done
+	install -m 0644 mkp/ganeti_cmk.cfg.example $(DESTDIR)$(CONFDIR)/ganeti_cmk.cfg.example
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(LOCALDIR)/,$(CHECKS)) $(DESTDIR)$(CONFDIR)/ganeti_cmk.cfg.example
 
 clean:
 	rm -rf .venv build dist .pytest_cache .hypothesis

@@ -1,5 +1,6 @@
 """pip install . : the ganeti_cmk library and the `ganeti-cmk` command."""
 
+import glob
 import re
 
 from setuptools import find_packages, setup
@@ -15,6 +16,6 @@ setup(
     python_requires=">=3.9",
     package_dir={"": "lib"},
     packages=find_packages("lib"),
-    scripts=["checks/ganeti_kvm_device"],
+    scripts=sorted(glob.glob("checks/ganeti_*")),  # the same set tools/build.py builds
     entry_points={"console_scripts": ["ganeti-cmk = ganeti_cmk.cli:main"]},
 )
