@@ -18,7 +18,7 @@ import pytest
 from conftest import assert_valid_output, needs_root, run_agent, run_script
 from ganeti_cmk import procfs
 from ganeti_cmk.checks import kvm_binary
-from ganeti_cmk.localcheck import CRIT, OK, WARN
+from ganeti_cmk.localcheck import CRIT, OK, UNKNOWN, WARN
 from ganeti_cmk.qemu_version import Version, VersionCache
 from kvm_doubles import (NAME, NAMES, NEW, OLD, Node, compile_library,  # noqa: F401
                          doubles, install, install_symlink, node, public_dir,
@@ -333,6 +333,28 @@ def test_not_root_is_unknown_run_as_root(node, doubles, public_dir):
             shared.kvm_dir, "pid") in out["summary"]
     finally:
         shared.stop_all()
+
+
+@needs_root
+def test_hidden_processes_are_unknown_not_ok(public_dir):
+    """/proc with hidepid shows a non-root user only its own processes."""
+    proc = os.path.join(public_dir, "proc")
+    os.makedirs(os.path.join(proc, "self"))
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            found = kvm_binary.probe(proc, os.path.join(public_dir, "run"), None,
+                                     kvm_binary.names_matcher([NAMES]), VersionCache(None))
+            result = kvm_binary.evaluate(found, 0, 1, time.time())
+            code = 0 if (result.state == UNKNOWN and result.summary ==
+                         "cannot see other users' processes (%s is mounted with "
+                         "hidepid): run the check as root" % proc) else 2
+        finally:
+            os._exit(code)
+    assert os.waitpid(child, 0)[1] == 0
 
 
 def check_as_nobody(node, directory):

@@ -109,7 +109,11 @@ def find_instances(proc, run_dir, default_kvm_path, found):
             found.stale.append("%s: the pid file names pid %d, %s"
                                % (instance, pid, why))
             continue
-        kvm_path = ganeti.kvm_runtime_path(run_dir, instance) or default_kvm_path
+        try:
+            kvm_path = ganeti.kvm_runtime_path(run_dir, instance)
+        except PermissionError:
+            kvm_path = None
+        kvm_path = kvm_path or default_kvm_path
         found.processes.append(Process(pid, instance, True, kvm_path))
 
 
@@ -223,6 +227,9 @@ def probe(proc, run_dir, kvm_path, matches, cache, check_libraries=False):
     except PermissionError as e:
         found.errors.append("cannot read Ganeti's pid files in %s (%s)"
                             % (pid_dir, e.strerror))
+    if os.geteuid() != 0 and not os.path.exists(os.path.join(proc, "1")):
+        found.errors.append("cannot see other users' processes (%s is mounted "
+                            "with hidepid)" % proc)
     find_others(proc, matches, found)
     for p in list(found.processes):
         if not inspect(proc, p, cache, check_libraries):
