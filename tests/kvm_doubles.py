@@ -17,8 +17,10 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NAME = "qemu-system-cmktest"     # comm: "qemu-system-cmk"
-NAMES = "qemu-system-cmk*"       # process_names that match only our doubles
+# The stand-in's file name, unique to this test run (other runs on the same
+# machine must not see our doubles) and short enough to be its whole comm.
+NAME = "qemu-%d-cmk" % (os.getpid() % 100000)
+NAMES = NAME                     # process_names that match only our doubles
 OLD = ("7.2.15", "Debian 1:7.2+dfsg-7+deb12u12")
 NEW = ("7.2.18", "Debian 1:7.2+dfsg-7+deb12u15")
 

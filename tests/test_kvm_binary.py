@@ -266,15 +266,20 @@ def test_unknown_qemu_processes_are_reported_separately(node, doubles, tmp_path)
     assert out["metrics"]["kvm_processes"] == 3
 
 
-def test_found_by_comm_when_the_exe_name_does_not_match(node, doubles, tmp_path):
-    """Started through a symlink: only comm carries the configured name."""
+def test_started_through_a_symlink_is_found_by_the_real_name(node, doubles, tmp_path):
+    """Like /usr/bin/kvm -> qemu-system-x86_64: comm is the link's name,
+    the executable the real file, and that is what process_names match."""
     link = node.binary("cmkvm")
     install(doubles["old"], node.binary())
     install_symlink(NAME, link)
     p = node.spawn([link, "-name", "vm1", "-pidfile", node.root + "/vm1.pid"],
                    node.root + "/vm1.pid")
-    out = check(node, tmp_path, process_names="cmkvm")
+    assert procfs.comm(PROC, p.pid) == "cmkvm"
+    out = check(node, tmp_path)
     assert out["summary"].endswith("not started by Ganeti: pid %d vm1" % p.pid)
+    out = check(node, tmp_path, process_names="cmkvm")
+    assert out["summary"] == "no qemu processes running (installed: QEMU %s (%s) at %s)" % (
+        OLD + (node.binary(),))
 
 
 @pytest.mark.parametrize("names, match", [

@@ -30,7 +30,7 @@ def test_own_process():
 def test_stand_in_process(node, doubles):
     install(doubles["old"], node.binary())
     p = node.start("inst1")
-    assert procfs.comm(PROC, p.pid) == NAME[:15]
+    assert procfs.comm(PROC, p.pid) == NAME
     argv = procfs.cmdline(PROC, p.pid)
     assert argv[:3] == [node.binary(), "-name", "inst1"]
     assert procfs.state(PROC, p.pid) == "S"
@@ -76,7 +76,7 @@ def test_zombie(node, doubles):
     wait_until(lambda: procfs.state(PROC, p.pid) == "Z")
     assert procfs.cmdline(PROC, p.pid) == []
     assert procfs.exe(PROC, p.pid) is None
-    assert procfs.comm(PROC, p.pid) == NAME[:15]
+    assert procfs.comm(PROC, p.pid) == NAME
 
 
 def test_kernel_thread_has_no_exe():
@@ -108,7 +108,7 @@ def test_exe_of_another_users_process_raises_permission_error(node, doubles):
             try:
                 procfs.exe(PROC, p.pid)
             except PermissionError:
-                code = 0 if procfs.comm(PROC, p.pid) == NAME[:15] else 2
+                code = 0 if procfs.comm(PROC, p.pid) == NAME else 2
         finally:
             os._exit(code)
     assert os.waitpid(child, 0)[1] == 0

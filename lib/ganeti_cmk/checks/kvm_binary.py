@@ -118,11 +118,12 @@ def find_instances(proc, run_dir, default_kvm_path, found):
 
 
 def find_others(proc, matches, found):
-    """qemu processes Ganeti does not know, by executable name or comm.
+    """qemu processes Ganeti does not know, by their executable's name.
 
-    One readlink per process, comm only when that does not match (a
-    symlink like /usr/bin/kvm: comm kvm, exe qemu-system-x86_64; or not
-    root); cmdline only for the few that match.
+    One readlink per process (a node has ~1000); comm only where that is
+    not permitted (not root: found, to be reported), cmdline only for the
+    few that match.  The executable's name is the real file's: a qemu
+    started as /usr/bin/kvm on Debian 12 is qemu-system-x86_64.
     """
     known = {p.pid for p in found.processes}
     me = os.getpid()
@@ -132,11 +133,9 @@ def find_others(proc, matches, found):
         try:
             name = procfs.exe_name(proc, pid)
         except PermissionError:
-            name = None
+            name = procfs.comm(proc, pid)
         if name is None or not matches(name):
-            comm = procfs.comm(proc, pid)
-            if comm is None or not matches(comm):
-                continue
+            continue
         argv = procfs.cmdline(proc, pid)
         if not argv:
             continue  # exited, a zombie, or a kernel thread
