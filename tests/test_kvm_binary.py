@@ -294,6 +294,28 @@ def test_default_process_names(names, match):
     assert not kvm_binary.names_matcher([])("kvm")
 
 
+def test_other_shell_patterns():
+    matches = kvm_binary.names_matcher(["qemu-system-x86_6?", "[kq]vm", "*-kvm-*"])
+    assert all(matches(n) for n in ("qemu-system-x86_64", "kvm", "qvm", "my-kvm-1"))
+    assert not any(matches(n) for n in ("qemu-system-x86_640", "xvm", "kvm-1"))
+
+
+def test_denied_although_root():
+    """Root can be refused too (here: pid 1 in another user namespace)."""
+    p = kvm_binary.Process(1, None, False)
+    p.denied = True
+    found = kvm_binary.Probe()
+    found.processes, found.euid = [p], 0
+    result = kvm_binary.evaluate(found, 0, 1, time.time())
+    assert result.state == UNKNOWN
+    assert result.summary == ("cannot inspect 1 qemu process (pid 1): permission denied "
+                              "although the check runs as root (a security module, or "
+                              "another user namespace?)")
+    found.euid = 65534
+    assert kvm_binary.evaluate(found, 0, 1, time.time()).summary.endswith(
+        "permission denied: run the check as root")
+
+
 def test_hostile_names_stay_in_one_line(node, doubles, tmp_path):
     evil = 'evil\n0 "Fake" - ok'
     install(doubles["old"], node.binary())

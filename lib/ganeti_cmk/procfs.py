@@ -137,6 +137,9 @@ def same_file(a, b):
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
+_OWN_MOUNT_NS = {}  # proc root -> our mount namespace; it does not change
+
+
 def _mount_ns(proc, pid):
     try:
         return os.readlink("%s/%s/ns/mnt" % (proc, pid))
@@ -152,7 +155,9 @@ def disk_path(proc, pid, path):
     into an empty directory), so `path` is the file.  In another mount
     namespace paths are relative to that namespace: /proc/PID/root/<path>.
     """
-    mine = _mount_ns(proc, "self")
+    if proc not in _OWN_MOUNT_NS:
+        _OWN_MOUNT_NS[proc] = _mount_ns(proc, "self")
+    mine = _OWN_MOUNT_NS[proc]
     if mine is not None and mine == _mount_ns(proc, pid):
         return path
     return "%s/%d/root%s" % (proc, pid, path)

@@ -3,22 +3,21 @@
 qemu's `--version` text is a literal in the binary: "QEMU emulator version
 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)".  Finding it means reading up to
 the whole file (18 MB for Debian 12's qemu-system-x86_64), so results are
-cached in a small JSON file keyed by the file's identity (device, inode,
+cached in a small text file keyed by the file's identity (device, inode,
 size, mtime): 100 instances on one old binary cost one read, and the next
 run none.  A binary without the literal has version None ("unknown").
 """
 
 import os
-import re
 import stat
 
 MARKER = b"QEMU emulator version "
-_VERSION = re.compile(rb"QEMU emulator version ([0-9][0-9A-Za-z.+~_-]{0,40})"
-                      rb"(?: ?\(([^()\x00-\x1f]{1,120})\))?")
+_VERSION = (rb"QEMU emulator version ([0-9][0-9A-Za-z.+~_-]{0,40})"
+            rb"(?: ?\(([^()\x00-\x1f\t]{1,120})\))?")
 CHUNK = 1 << 20
 WINDOW = 256  # longer than any literal _VERSION matches
 MAX_SCAN = 512 << 20  # no real qemu binary comes near this
-CACHE_FILE = "kvm_binary_versions.json"
+CACHE_FILE = "kvm_binary_versions"
 
 
 class Version:
@@ -46,6 +45,8 @@ class Version:
 
 def scan(f):
     """Search an open binary file for the version literal; Version or None."""
+    import re  # only here: a cache hit must not pay for importing re
+    literal = re.compile(_VERSION)
     buf, done = b"", 0
     while True:
         chunk = f.read(CHUNK) if done < MAX_SCAN else b""
@@ -54,7 +55,7 @@ def scan(f):
         at = buf.find(MARKER)
         # Parse a literal only when it cannot continue in the next chunk.
         while at >= 0 and (len(buf) - at >= WINDOW or not chunk):
-            match = _VERSION.match(buf, at)
+            match = literal.match(buf, at)
             if match:
                 return Version(*(g.decode("ascii", "replace") if g else None
                                  for g in match.groups()))
@@ -70,11 +71,14 @@ def identity(st):
 
 
 class VersionCache:
-    """Versions by file identity, kept in `<state_dir>/kvm_binary_versions.json`.
+    """Versions by file identity, kept in `<state_dir>/kvm_binary_versions`.
 
-    Only identities used in this run are written back, so the file holds
-    what the running processes and installed binaries need, nothing more.
-    A missing, corrupt or unwritable cache only costs reads.
+    One line per identity: `key<TAB>number<TAB>package` (no package: two
+    fields; no version found: the key alone); plain text, so a cache hit
+    needs neither json nor re.  Only identities used in this run are
+    written back, so the file holds what the running processes and the
+    installed binaries need.  A missing, corrupt or unwritable cache only
+    costs reads.
     """
 
     def __init__(self, state_dir, log=lambda message: None):
@@ -85,18 +89,20 @@ class VersionCache:
         self._used = {}
 
     def _load(self):
+        entries = {}
         if not self.path:
-            return {}
-        import json
+            return entries
         try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
-        except (OSError, ValueError) as e:
+            with open(self.path, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    fields = line.rstrip("\n").split("\t")
+                    if len(fields) <= 3 and fields[0].count(":") == 3:
+                        entries[fields[0]] = tuple(fields[1:])
+        except OSError as e:
             if not isinstance(e, FileNotFoundError):
                 self.log("version cache %s unreadable (%s), starting afresh"
                          % (self.path, e))
-            return {}
-        return data if isinstance(data, dict) else {}
+        return entries
 
     def get(self, path, st):
         """The Version of the file `path` whose stat is `st`, or None.
@@ -105,11 +111,11 @@ class VersionCache:
         be reused between stat and open); OSError propagates.
         """
         key = identity(st)
-        if key in self._used:
-            return self._decode(self._used[key])
-        if key in self._old:
+        if key not in self._used and key in self._old:
             self._used[key] = self._old[key]
-            return self._decode(self._old[key])
+        if key in self._used:
+            fields = self._used[key]
+            return Version(*fields) if fields and fields[0] else None
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as f:
             now = os.fstat(f.fileno())
@@ -118,25 +124,20 @@ class VersionCache:
             self.reads += 1
             version = scan(f)
         self.log("read version of %s: %s" % (path, version and version.full()))
-        self._used[key] = [version.number, version.package] if version else None
+        self._used[key] = (() if version is None else (version.number,) if
+                           version.package is None else (version.number, version.package))
         return version
-
-    @staticmethod
-    def _decode(value):
-        if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
-            return Version(value[0], value[1] if isinstance(value[1], str) else None)
-        return None
 
     def save(self):
         """Write the identities used in this run, if anything changed."""
         if not self.path or self._used == self._old:
             return
-        import json
         tmp = "%s.%d.tmp" % (self.path, os.getpid())
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(self._used, f, sort_keys=True)
+                for key in sorted(self._used):
+                    f.write("\t".join((key,) + self._used[key]) + "\n")
             os.replace(tmp, self.path)
         except OSError as e:
             self.log("cannot write version cache %s (%s)" % (self.path, e))

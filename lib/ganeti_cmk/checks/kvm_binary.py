@@ -61,7 +61,7 @@ class Process:
 class Probe:
     """What one scan found."""
 
-    __slots__ = ("processes", "stale", "errors", "kvm_path", "installed")
+    __slots__ = ("processes", "stale", "errors", "kvm_path", "installed", "euid")
 
     def __init__(self):
         self.processes = []   # Process, Ganeti's instances first
@@ -69,28 +69,45 @@ class Probe:
         self.errors = []      # texts: what could not be read, and why
         self.kvm_path = None  # the cluster's kvm_path ...
         self.installed = None  # ... and its version, for "nothing running"
+        self.euid = 0         # who looked
 
 
 def names_matcher(patterns):
-    """A match function for executable names from shell patterns."""
-    import fnmatch
-    import re
-    if not patterns:
-        return lambda name: False
-    regex = re.compile("|".join(fnmatch.translate(p) for p in patterns))
-    return regex.match
+    """A match function for executable names from shell patterns.
+
+    Plain names and `prefix*` (all the defaults) are matched without
+    fnmatch, which would import re and cost start-up time every minute.
+    """
+    exact, prefixes, others = set(), [], []
+    for pattern in patterns:
+        if not any(c in pattern for c in "*?["):
+            exact.add(pattern)
+        elif pattern.endswith("*") and not any(c in pattern[:-1] for c in "*?["):
+            prefixes.append(pattern[:-1])
+        else:
+            others.append(pattern)
+    prefixes = tuple(prefixes)
+    regex = None
+    if others:
+        import fnmatch
+        import re
+        regex = re.compile("|".join(fnmatch.translate(p) for p in others)).match
+
+    def matches(name):
+        return (name in exact or name.startswith(prefixes)
+                or (regex is not None and regex(name) is not None))
+    return matches
 
 
 def _not_the_instance(proc, pid, instance):
     """Why `pid` from `instance`'s pid file is not that instance, or None."""
-    state = procfs.state(proc, pid)
-    if state is None:
-        return "which is not running (stale pid file)"
-    if state == "Z":
-        return "a zombie (the instance has exited)"
     argv = procfs.cmdline(proc, pid)
     if argv is None:
-        return "which exited during the scan"
+        return "which is not running (stale pid file)"
+    if not argv:
+        if procfs.state(proc, pid) == "Z":
+            return "a zombie (the instance has exited)"
+        return "which is not running (stale pid file)"
     name = ganeti.qemu_name(argv)
     if name != instance:
         return "another process (-name %s): the pid was reused" % (
@@ -98,7 +115,7 @@ def _not_the_instance(proc, pid, instance):
     return None
 
 
-def find_instances(proc, run_dir, default_kvm_path, found):
+def find_instances(proc, run_dir, found):
     """Ganeti's running instances from their pid files, into `found`."""
     for instance, pid in ganeti.kvm_pid_files(run_dir):
         if pid is None:
@@ -109,12 +126,16 @@ def find_instances(proc, run_dir, default_kvm_path, found):
             found.stale.append("%s: the pid file names pid %d, %s"
                                % (instance, pid, why))
             continue
-        try:
-            kvm_path = ganeti.kvm_runtime_path(run_dir, instance)
-        except PermissionError:
-            kvm_path = None
-        kvm_path = kvm_path or default_kvm_path
-        found.processes.append(Process(pid, instance, True, kvm_path))
+        found.processes.append(Process(pid, instance, True))
+
+
+def started_as(run_dir, p, default_kvm_path):
+    """The kvm_path an instance was started with (read only for outdated
+    ones: JSON parsing of every runtime file would cost every run)."""
+    try:
+        return ganeti.kvm_runtime_path(run_dir, p.name) or default_kvm_path
+    except PermissionError:
+        return default_kvm_path
 
 
 def find_others(proc, matches, found):
@@ -151,8 +172,13 @@ def _version(cache, path, st):
         return None  # exited or replaced while we read: no version, no error
 
 
-def inspect(proc, p, cache, check_libraries):
-    """Fill in what `p` runs and what is on disk; False if it has exited."""
+def inspect(proc, p, cache, check_libraries, kvm_path_of=lambda p: None):
+    """Fill in what `p` runs and what is on disk; False if it has exited.
+
+    `kvm_path_of(p)` gives a managed instance's kvm_path, asked for only
+    when it is outdated (for the details, and for the installed version
+    when its binary is gone from disk).
+    """
     try:
         exe = procfs.exe(proc, p.pid)
         if exe is None:
@@ -175,6 +201,7 @@ def inspect(proc, p, cache, check_libraries):
         # ctime is when it was unlinked; kvm_path may show what comes next.
         p.replaced = True
         p.since = exe.stat.st_ctime
+        p.kvm_path = p.kvm_path or kvm_path_of(p)
         p.installed = _installed_at(proc, p, cache)
     else:
         # Not deleted, yet invisible at its path from here (a chroot in
@@ -182,6 +209,8 @@ def inspect(proc, p, cache, check_libraries):
         p.installed = p.running
     if check_libraries and not p.replaced:
         _check_libraries(proc, p)
+    if p.outdated and p.kvm_path is None:
+        p.kvm_path = kvm_path_of(p)
     return True
 
 
@@ -220,18 +249,23 @@ def probe(proc, run_dir, kvm_path, matches, cache, check_libraries=False):
     """Find and inspect every qemu process; a Probe."""
     found = Probe()
     found.kvm_path = kvm_path
+    found.euid = os.geteuid()
     pid_dir = os.path.join(run_dir, ganeti.KVM_RUN_SUBDIR, "pid")
     try:
-        find_instances(proc, run_dir, kvm_path, found)
+        find_instances(proc, run_dir, found)
     except PermissionError as e:
         found.errors.append("cannot read Ganeti's pid files in %s (%s)"
                             % (pid_dir, e.strerror))
-    if os.geteuid() != 0 and not os.path.exists(os.path.join(proc, "1")):
+    if found.euid != 0 and not os.path.exists(os.path.join(proc, "1")):
         found.errors.append("cannot see other users' processes (%s is mounted "
                             "with hidepid)" % proc)
     find_others(proc, matches, found)
+
+    def kvm_path_of(p):
+        return started_as(run_dir, p, kvm_path) if p.managed else None
+
     for p in list(found.processes):
-        if not inspect(proc, p, cache, check_libraries):
+        if not inspect(proc, p, cache, check_libraries, kvm_path_of):
             found.processes.remove(p)
             if p.managed:
                 found.stale.append("%s: pid %d exited during the scan"
@@ -367,7 +401,10 @@ def evaluate(found, warn_after, crit_after, now):
             ", ".join(str(pid) for pid in sorted(p.pid for p in denied))))
     if problems:
         states.append(UNKNOWN)
-        clauses.append("; ".join(problems) + ": run the check as root")
+        clauses.append("; ".join(problems) + (
+            ": run the check as root" if found.euid != 0 else
+            " although the check runs as root (a security module, or another "
+            "user namespace?)"))
     if not clauses:
         clauses.append(_all_current(found, instances))
     state = worst(states)
