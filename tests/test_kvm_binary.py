@@ -52,8 +52,8 @@ def test_no_qemu_processes(node, tmp_path):
 def test_no_processes_names_the_installed_version(node, doubles, tmp_path):
     install(doubles["new"], node.binary())
     out = check(node, tmp_path, kvm_path=node.binary())
-    assert out["summary"] == ("no qemu processes running (installed: QEMU %s (%s) at %s)"
-                              % (NEW + (node.binary(),)))
+    assert out["summary"] == ("no qemu processes running; installed at %s: QEMU %s, %s"
+                              % ((node.binary(),) + NEW))
 
 
 def test_all_instances_current(node, doubles, tmp_path):
@@ -278,8 +278,8 @@ def test_started_through_a_symlink_is_found_by_the_real_name(node, doubles, tmp_
     out = check(node, tmp_path)
     assert out["summary"].endswith("not started by Ganeti: pid %d vm1" % p.pid)
     out = check(node, tmp_path, process_names="cmkvm")
-    assert out["summary"] == "no qemu processes running (installed: QEMU %s (%s) at %s)" % (
-        OLD + (node.binary(),))
+    assert out["summary"] == "no qemu processes running; installed at %s: QEMU %s, %s" % (
+        (node.binary(),) + OLD)
 
 
 @pytest.mark.parametrize("names, match", [

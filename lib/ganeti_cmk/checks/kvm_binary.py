@@ -319,15 +319,19 @@ def _groups(processes, now):
     return "; ".join(parts)
 
 
+def _qemu(v):
+    """'QEMU 7.2.22, Debian 1:7.2+dfsg-7+deb12u18+b3' or 'version unknown'."""
+    if v is None:
+        return "version unknown"
+    return "QEMU %s, %s" % (v.number, v.package) if v.package else "QEMU %s" % v.number
+
+
 def _installed_text(processes):
-    """'QEMU 7.2.22, Debian 1:7.2+dfsg-7+deb12u18+b3' for each version seen."""
+    """_qemu() of each installed version seen, once."""
     texts = []
     for p in processes:
-        v = p.installed
-        text = ("QEMU %s, %s" % (v.number, v.package) if v and v.package
-                else "QEMU %s" % v.number if v else "version unknown")
-        if text not in texts:
-            texts.append(text)
+        if _qemu(p.installed) not in texts:
+            texts.append(_qemu(p.installed))
     return "; ".join(texts)
 
 
@@ -433,8 +437,8 @@ def _all_current(found, instances):
     if not found.processes:
         text = "no qemu processes running"
         if found.installed:
-            text += " (installed: QEMU %s at %s)" % (
-                found.installed.full(), procfs.printable(found.kvm_path))
+            text += "; installed at %s: %s" % (procfs.printable(found.kvm_path),
+                                              _qemu(found.installed))
         return text
     if instances:
         text = "all %s the installed KVM binary (%s)" % (
