@@ -7,12 +7,13 @@ VENV ?= .venv/$(PY_TAG)
 VPY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help status test test-all-pythons build mkp install uninstall clean
+.PHONY: help status test test-all-pythons integration build mkp install uninstall clean
 
 help:
 	@echo "make status            quick status of every check on this machine"
 	@echo "make test              the test suite (PYTHON=/path/to/python for another interpreter)"
 	@echo "make test-all-pythons  the suite under Python 3.9 and 3.13 too (pyenv)"
+	@echo "make integration       against a real Ganeti 3.0 cluster + KVM instance (root, Debian 12, /dev/kvm)"
 	@echo "make build             one self-contained executable per check in build/local/"
 	@echo "make mkp               the Checkmk package dist/ganeti_cmk-<version>.mkp"
 	@echo "make install           the built checks into \$$(DESTDIR)\$$(LOCALDIR), the example config into \$$(DESTDIR)\$$(CONFDIR)"
@@ -38,6 +39,11 @@ test-all-pythons:
 	  if [ -z "$$py" ]; then echo "no Python $$v under $(PYENV_ROOT)"; exit 1; fi; \
 	  $(MAKE) --no-print-directory test PYTHON=$$py || exit 1; \
 	done
+
+# A real single-node Ganeti cluster with a KVM instance in private namespaces, the
+# tests marked "integration", teardown (tests/integration/run.sh; README "Integration tests").
+integration: $(VPY)
+	bash tests/integration/run.sh $(VPY) $(PYTEST_ARGS)
 
 # Packaging (tools/build.py, stdlib only). The built checks carry bytecode
 # for $(PYTHON)'s version: build with the nodes' python3 for the fastest start.
