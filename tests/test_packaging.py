@@ -18,6 +18,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 
 import mkp
@@ -307,15 +308,19 @@ def run_like_the_agent(localdir, env):
                     for f in os.listdir(os.path.join(localdir, d)))
     for script in synchronous + cached:
         path = os.path.join(localdir, script)
-        if not os.access(path, os.X_OK) or re.search(r"\.dpkg-(new|old|temp)$", script):
-            continue
-        proc = subprocess.run(["./" + script], cwd=localdir, env=env,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, universal_newlines=True,
-                              timeout=120)
-        assert proc.returncode == 0, "%s exited %d" % (script, proc.returncode)
-        outputs[script] = proc.stdout
+        if os.access(path, os.X_OK) and not re.search(r"\.dpkg-(new|old|temp)$", script):
+            outputs[script] = run_one(localdir, script, env)
     return outputs
+
+
+def run_one(localdir, script, env):
+    """One local check as the agent calls it; assert exit 0, return stdout."""
+    proc = subprocess.run(["./" + script], cwd=localdir, env=env,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, universal_newlines=True,
+                          timeout=120)
+    assert proc.returncode == 0, "%s exited %d" % (script, proc.returncode)
+    return proc.stdout
 
 
 @pytest.fixture
@@ -376,6 +381,43 @@ def test_built_checks_run_as_the_agent_runs_them(agent_dirs, problems):
         assert device["state"] == "0"
     leftovers = sorted(os.listdir(str(agent_dirs["local"])))
     assert leftovers == sorted(CHECKS + ["300"]), "a check wrote into the local dir"
+
+
+FAKE_VERIFY = """#!/bin/sh
+echo "Tue Feb  8 06:54:45 2011 * Verifying node status"
+echo "Tue Feb  8 06:54:45 2011   - ERROR:ENODEDRBD:node:node2.example.org:drbd minor 0 is not active"
+exit 1
+"""
+
+
+def test_verify_refreshes_in_the_background_from_the_built_check(agent_dirs):
+    """The detached refresh re-imports the library from the zipapp, with
+    nothing but the agent's environment."""
+    lib, env = agent_dirs["lib"], agent_dirs["env"]
+    ssconf = lib / "ganeti"
+    ssconf.mkdir()
+    for key, value in (("master_node", "master.example.org"),
+                       ("node_list", "master.example.org\nnode2.example.org"),
+                       ("master_candidates", "master.example.org"),
+                       ("cluster_name", "cluster.example.org")):
+        (ssconf / ("ssconf_" + key)).write_text(value + "\n")
+    fake = lib / "gnt-cluster"
+    fake.write_text(FAKE_VERIFY)
+    fake.chmod(0o755)
+    (agent_dirs["etc"] / "ganeti_cmk.cfg").write_text(
+        "[paths]\nganeti_data_dir = %s\ngnt_cluster = %s\n[ganeti]\nnode_name = %s\n"
+        % (ssconf, fake, "master.example.org"))
+    local = str(agent_dirs["local"])
+    first = assert_valid_output(run_one(local, "ganeti_cluster_verify", env))[None]
+    assert "Ganeti verify" in first
+    cache = agent_dirs["var"] / "ganeti_cmk" / "cluster_verify.json"
+    for _ in range(1200):  # the refresh runs detached; wait up to a minute
+        if cache.exists():
+            break
+        time.sleep(0.05)
+    second = assert_valid_output(run_one(local, "ganeti_cluster_verify", env))[None]
+    assert second["Ganeti verify"]["state"] == "2"
+    assert "ENODEDRBD" in str(second["Ganeti verify"]), (first, second)
 
 
 # --- make install / uninstall -----------------------------------------------
