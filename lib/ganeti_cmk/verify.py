@@ -11,8 +11,6 @@ not run (not the master, master daemon down, queue drained, ...); the harmless
 "Job N is trying to acquire all necessary locks" only sets `waited_for_locks`.
 """
 
-import re
-
 ERROR, WARNING = "ERROR", "WARNING"
 
 # The 41 verify error codes of Ganeti 2.16 to 3.1 (none removed since 2.6),
@@ -52,7 +50,7 @@ USAGE = "usage error"
 CRASHED = "crashed"
 
 # One regex per stdout line: optional ctime stamp, then one message shape.
-_LINE = re.compile(r"""
+_LINE = r"""
 (?:[A-Z][a-z]{2}\ [A-Z][a-z]{2}\ [ \d]\d\ \d\d:\d\d:\d\d\ \d{4,}(?:\ |\Z))?
 (?:
    \ {0,2}-\ (?P<sev>ERROR|WARNING):(?:
@@ -68,38 +66,52 @@ _LINE = re.compile(r"""
  | (?P<failed>\d+)\ job\(s\)\ failed\ while\ verifying\ the\ cluster\.
  | \ {3,}(?P<cont>\S.*)
  | (?P<other>.*)
-)""", re.X)
-
+)"""
 # A line of no known shape that still looks like a problem report.
-_LOOKS_LIKE_FINDING = re.compile(
-    r"\b(ERROR|WARNING|FATAL|CRITICAL)\b|^[A-Z]+:E[A-Z0-9_]+:")
-
-_HARMLESS_STDERR = re.compile(
-    r"Job \d+(?: for .*)? is (?:trying to acquire all necessary locks"
-    r"|waiting in queue)\s*\Z")
-_JOB_STDERR = re.compile(
-    r"(?:Job \d+(?: for .*)? (?:has failed: |has been archived)"
-    r"|Failed to submit job)")
+_FINDING_LIKE = r"\b(ERROR|WARNING|FATAL|CRITICAL)\b|^[A-Z]+:E[A-Z0-9_]+:"
+_HARMLESS_STDERR = (r"Job \d+(?: for .*)? is (?:trying to acquire all "
+                    r"necessary locks|waiting in queue)\s*\Z")
+_JOB_STDERR = (r"(?:Job \d+(?: for .*)? (?:has failed: |has been archived)"
+               r"|Failed to submit job)")
 _FAILURES = (
-    (NOT_MASTER, re.compile(r"This is not the master node")),
-    (NOT_IN_CLUSTER, re.compile(r"Cluster not initialized|not part of a cluster")),
-    (QUEUE_DRAINED, re.compile(r"job queue is marked for drain")),
-    (QUEUE_FULL, re.compile(r"job queue is full")),
-    (NO_PERMISSION, re.compile(r"permissions? to connect to the master daemon")),
-    (NO_DAEMON, re.compile(
-        r"Cannot communicate with the (?:master|config) daemon|Timeout while "
-        r"talking to the master daemon|Connect timed out|running and listening")),
-    (CORRUPT_CONFIG, re.compile(r"Corrupt configuration file")),
-    (CRASHED, re.compile(r"Traceback \(most recent call last\)")),
-    (USAGE, re.compile(r"^Usage: |^gnt-cluster: error: |no such option",
-                       re.M)),
+    (NOT_MASTER, r"This is not the master node"),
+    (NOT_IN_CLUSTER, r"Cluster not initialized|not part of a cluster"),
+    (QUEUE_DRAINED, r"job queue is marked for drain"),
+    (QUEUE_FULL, r"job queue is full"),
+    (NO_PERMISSION, r"permissions? to connect to the master daemon"),
+    (NO_DAEMON, r"Cannot communicate with the (?:master|config) daemon|Timeout "
+     r"while talking to the master daemon|Connect timed out|running and listening"),
+    (CORRUPT_CONFIG, r"Corrupt configuration file"),
+    (CRASHED, r"Traceback \(most recent call last\)"),
+    (USAGE, r"(?m)^Usage: |^gnt-cluster: error: |no such option"),
 )
-
 # SafeEncode: \n, \t, \'r (carriage return), \xNN (control or non-ASCII;
 # Ganeti 3 writes code points via backslashreplace, 2.x writes UTF-8 bytes).
-_ESCAPE = re.compile(r"\\(?:n|t|'r|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})"
-                     r"|(?:\\x[0-9a-fA-F]{2})+")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]+")
+_ESCAPE = (r"\\(?:n|t|'r|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})"
+           r"|(?:\\x[0-9a-fA-F]{2})+")
+_BLANK = dict.fromkeys(list(range(0x20)) + list(range(0x7f, 0xa0)), " ")
+
+
+class _Regexes:
+    """The patterns above, compiled once, on first use: the agent's cached
+    path needs this module's data classes but not `re` (start-up time)."""
+
+    compiled = None
+
+    def __init__(self):
+        import re
+        self.line = re.compile(_LINE, re.X).fullmatch
+        self.finding_like = re.compile(_FINDING_LIKE).search
+        self.harmless = re.compile(_HARMLESS_STDERR).match
+        self.job = re.compile(_JOB_STDERR).match
+        self.failures = [(kind, re.compile(p).search) for kind, p in _FAILURES]
+        self.escape = re.compile(_ESCAPE).sub
+
+
+def _regexes():
+    if _Regexes.compiled is None:
+        _Regexes.compiled = _Regexes()
+    return _Regexes.compiled
 
 
 def _unescape(match):
@@ -126,8 +138,7 @@ def decode(text):
     """Undo Ganeti's SafeEncode for display: escapes -> text, breaks -> ' '."""
     if "\\" not in text:
         return text
-    text = _CONTROL.sub(" ", _ESCAPE.sub(_unescape, text))
-    return " ".join(text.split())
+    return " ".join(_regexes().escape(_unescape, text).translate(_BLANK).split())
 
 
 class Finding:
@@ -217,7 +228,8 @@ def _parse_stdout(report, stdout):
     findings, notes, sections = report.findings, report.notes, report.sections
     section = None
     last = None  # the finding a hook-output line continues
-    match = _LINE.fullmatch
+    rx = _regexes()
+    match, finding_like = rx.line, rx.finding_like
     for line in stdout.split("\n"):
         line = line.rstrip()
         if not line:
@@ -246,7 +258,7 @@ def _parse_stdout(report, stdout):
             last = None
         elif group("bullet") is not None:
             text = decode(group("bullet"))
-            if _LOOKS_LIKE_FINDING.search(text):
+            if finding_like(text):
                 last = _unrecognised(report, text, section)
             else:
                 notes.append(text)
@@ -271,7 +283,7 @@ def _parse_stdout(report, stdout):
 def _unrecognised(report, line, section):
     """Keep an unknown line; one that looks like a problem is a finding."""
     text = decode(line.strip())
-    m = _LOOKS_LIKE_FINDING.search(text)
+    m = _regexes().finding_like(text)
     if m is None:
         report.unrecognised.append(text)
         return None
@@ -282,21 +294,22 @@ def _unrecognised(report, line, section):
 
 
 def _parse_stderr(report, stderr):
+    rx = _regexes()
     lines = []
     for line in stderr.split("\n"):
         line = line.strip()
         if not line:
             continue
-        if _HARMLESS_STDERR.match(line):
+        if rx.harmless(line):
             report.waited_for_locks = True
-        elif _JOB_STDERR.match(line):
+        elif rx.job(line):
             report.job_errors.append(decode(line))
         else:
             lines.append(decode(line))
     report.stderr = lines
     text = "\n".join(lines)
-    for kind, pattern in _FAILURES:
-        m = pattern.search(text)
+    for kind, search in rx.failures:
+        m = search(text)
         if m is not None:
             report.failure = (kind, _failure_text(kind, lines, text, m))
             return
@@ -306,7 +319,7 @@ def _parse_stderr(report, stderr):
 
 def _failure_text(kind, lines, text, match):
     """The stderr line that tells most about the failure."""
-    if kind == CRASHED:  # the exception is the last line of the traceback
+    if kind in (CRASHED, USAGE):  # the exception, or the error after Usage:
         return lines[-1]
     if kind == NO_DAEMON:  # "Cannot communicate ..." + "Is it running ...?"
         return " ".join(lines)

@@ -1,0 +1,623 @@
+"""Ganeti verify: what `gnt-cluster verify` finds, on the master, never blocking.
+
+The agent never waits for verify: in agent mode the check prints the result
+cached in `<state_dir>/cluster_verify.json` and, when that is older than
+`[cluster_verify] max_age`, starts one detached background refresh (this check
+again, with the hidden --refresh-cache, in its own session, stdio on
+/dev/null).  A lock on `cluster_verify.lock`, held by the refresher and
+inherited by gnt-cluster itself, lets at most one verify run at a time, also
+across a crashed refresher.  `--refresh` runs verify in the foreground.
+
+Verify runs as `<gnt_cluster> verify --error-codes <extra_args>` in a new
+session under a hard timeout that kills its whole process group.  Evaluate:
+ERROR -> CRIT, WARNING -> WARN, NOTICE -> details, with per-code severity
+overrides and ignores by code and by item; failures to run have their own
+states (master daemon down CRIT, queue drained WARN, timeout CRIT, ...).
+"""
+
+import os
+import sys
+import time
+
+from .. import ganeti, verify
+from ..config import format_duration
+from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable,
+                          Result, State, valid_host, worst)
+from ..runner import Check
+
+SERVICE = "Ganeti verify"
+SECTION = "cluster_verify"
+CACHE_FILE = "cluster_verify.json"
+LOCK_FILE = "cluster_verify.lock"
+CACHE_VERSION = 1
+KILL_GRACE = 5        # s to collect the output after killing verify's group
+DEADLINE_GRACE = 60   # s a refresh may take beyond the verify timeout
+SHOWN = 3             # findings named in the summary
+SHORT_MESSAGE = 60    # characters of a message in the summary
+
+# Could-not-run reasons from verify's stderr: state and what to say.
+FAILURES = {
+    verify.NO_DAEMON: (CRIT, "cannot reach the master daemon (is ganeti "
+                       "running on this master?)"),
+    verify.QUEUE_DRAINED: (WARN, "the job queue is drained, verify cannot run "
+                           "(upgrade in progress?)"),
+    verify.QUEUE_FULL: (CRIT, "the job queue is full, verify cannot run "
+                        "(archive old jobs: gnt-job archive)"),
+    verify.CORRUPT_CONFIG: (CRIT, "the cluster configuration is corrupt"),
+    verify.NOT_MASTER: (UNKNOWN, "gnt-cluster says this is not the master, "
+                        "although ssconf says it is (master failover?)"),
+    verify.NOT_IN_CLUSTER: (UNKNOWN, "gnt-cluster says this node is not in "
+                            "a cluster, although ssconf says it is the master"),
+    verify.NO_PERMISSION: (UNKNOWN, "not allowed to talk to the master daemon: "
+                           "run the check as root"),
+    verify.USAGE: (UNKNOWN, "gnt-cluster rejected the arguments: check "
+                   "[cluster_verify] extra_args"),
+    verify.CRASHED: (WARN, "gnt-cluster verify crashed"),
+}
+STATE_WORDS = {"ok": OK, "warn": WARN, "crit": CRIT}
+
+
+class Settings:
+    """`[cluster_verify]` as typed values; bad entries become config problems."""
+
+    __slots__ = ("max_age", "stale_after", "timeout", "extra_args", "severity",
+                 "ignore_codes", "ignore_items", "piggyback")
+
+    def __init__(self, config):
+        self.max_age = config.get_duration(SECTION, "max_age")
+        self.stale_after = config.get_duration(SECTION, "stale_after", minimum=1)
+        self.timeout = config.get_duration(SECTION, "timeout", minimum=1)
+        self.extra_args = config.get_str(SECTION, "extra_args").split()
+        self.piggyback = config.get_bool(SECTION, "piggyback")
+        problems = config.problems
+        self.severity = {}
+        for entry in config.get_list(SECTION, "severity"):
+            code, _, word = entry.partition(":")
+            state = STATE_WORDS.get(word.strip().lower())
+            if not code or state is None:
+                _problem(problems, "severity: %r is not CODE:ok, CODE:warn or "
+                         "CODE:crit, ignored" % entry)
+                continue
+            self.severity[_code(code, "severity", problems)] = state
+        self.ignore_codes = {_code(c, "ignore_codes", problems)
+                             for c in config.get_list(SECTION, "ignore_codes")}
+        self.ignore_items = []
+        items = config.get_str(SECTION, "ignore_items").split()
+        if items:
+            import re
+            for pattern in items:
+                try:
+                    self.ignore_items.append(re.compile(pattern).fullmatch)
+                except re.error as e:
+                    _problem(problems, "ignore_items: %r is not a regular "
+                             "expression (%s), ignored" % (pattern, e))
+
+    def judge(self, finding):
+        """The state of one Finding, or None when the config ignores it."""
+        if finding.code in self.ignore_codes:
+            return None
+        if finding.item is not None and any(
+                match(finding.item) for match in self.ignore_items):
+            return None
+        if finding.code in self.severity:
+            return self.severity[finding.code]
+        return CRIT if finding.severity == verify.ERROR else WARN
+
+
+def _problem(problems, text):
+    text = "[%s] %s" % (SECTION, text)
+    if text not in problems:
+        problems.append(text)
+
+
+def _code(code, key, problems):
+    code = code.strip().upper()
+    if code not in verify.CODES:
+        _problem(problems, "%s: %s is not a verify error code (typo?)"
+                 % (key, code))
+    return code
+
+
+# ---------------------------------------------------------------- the cache
+
+def read_cache(path):
+    """The cached run as a dict, None when there is none.
+
+    ValueError when the file is not a cache this version wrote.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    import json
+    cache = json.loads(data.decode("utf-8", "replace"))
+    if not (isinstance(cache, dict) and cache.get("version") == CACHE_VERSION
+            and isinstance(cache.get("report"), dict)
+            and isinstance(cache.get("finished"), (int, float))
+            and isinstance(cache.get("started"), (int, float))):
+        raise ValueError("not a verify cache of version %d" % CACHE_VERSION)
+    return cache
+
+
+def write_cache(path, cache):
+    """Write atomically: a reader sees the old file or the new, never half."""
+    import json
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(cache, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class Lock:
+    """flock on the lock file: released by the kernel when its holders die."""
+
+    def __init__(self, path):
+        self.path = path
+        self.fd = None
+
+    def acquire(self, wait=0.0, record=True):
+        """Take the lock, waiting up to `wait` seconds; False if held.
+
+        With `record`, the file then tells who holds it since when.
+        """
+        import fcntl
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        end = time.time() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.time() >= end:
+                    os.close(fd)
+                    return False
+                time.sleep(0.2)
+        self.fd = fd
+        if record:
+            os.ftruncate(fd, 0)
+            os.write(fd, ("%d %d\n" % (os.getpid(), time.time())).encode())
+        return True
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def holder(self):
+        """(pid, since) of the last holder that recorded itself, or None."""
+        try:
+            with open(self.path, "rb") as f:
+                pid, since = f.read(64).split()
+            return int(pid), float(since)
+        except (OSError, ValueError):
+            return None
+
+
+# ------------------------------------------------------------ running verify
+
+def run_verify(command, timeout, keep_fds=()):
+    """Run verify in a new session; kill its process group after `timeout`.
+
+    Returns the cache record: times, exit code, timeout, the parsed report,
+    or `error` when the command could not be started.  `keep_fds` (the lock)
+    stay open in verify, so the lock is held as long as verify runs.
+    """
+    import signal
+    import subprocess
+    record = {"version": CACHE_VERSION, "command": command,
+              "started": time.time(), "timeout": timeout, "timed_out": False,
+              "error": None}
+    stdout = stderr = b""
+    returncode = None
+    try:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True, pass_fds=keep_fds)
+    except OSError as e:
+        record["error"] = "cannot run %s: %s" % (command[0], e.strerror or e)
+    else:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            record["timed_out"] = True
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                stdout, stderr = proc.communicate(timeout=KILL_GRACE)
+            except subprocess.TimeoutExpired as e:  # pipes held outside the group
+                stdout, stderr = e.output or b"", e.stderr or b""
+                proc.kill()
+                proc.stdout.close()
+                proc.stderr.close()
+                proc.wait()
+        returncode = proc.returncode
+    record["finished"] = time.time()
+    report = verify.parse(stdout.decode("utf-8", "replace"),
+                          stderr.decode("utf-8", "replace"),
+                          None if record["timed_out"] else returncode)
+    record["report"] = report.to_data()
+    return record
+
+
+def _extend_deadline(seconds):
+    """Let a refresh outlive `[general] deadline`: it has its own timeout.
+
+    The runner's deadline is an ITIMER_REAL alarm; move it if one is set.
+    """
+    try:
+        import _signal as signal
+    except ImportError:  # pragma: no cover - other Python implementations
+        import signal
+    if hasattr(signal, "getitimer") and signal.getitimer(signal.ITIMER_REAL)[0]:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
+def refresh(paths, command, settings, wait, log):
+    """Run verify under the lock and cache its result; return the record.
+
+    wait=False (background): give up at once when the lock is held, and do
+    nothing when the cache became fresh meanwhile; returns None then.
+    wait=True (--refresh): wait for a running verify and use its result when
+    it finished after we asked; else run our own.
+    """
+    state_dir, cache_path, lock_path = paths
+    os.makedirs(state_dir, exist_ok=True)
+    asked = time.time()
+    lock = Lock(lock_path)
+    patience = settings.timeout + KILL_GRACE + 10 if wait else 0
+    _extend_deadline(patience + settings.timeout + DEADLINE_GRACE)
+    if not lock.acquire(wait=patience):
+        if not wait:
+            log("another refresh holds %s" % lock_path)
+            return None
+        holder = lock.holder()
+        raise RuntimeError("another verify still holds %s after %s%s" % (
+            lock_path, format_duration(patience),
+            " (pid %d)" % holder[0] if holder else ""))
+    try:
+        try:
+            cache = read_cache(cache_path)
+        except ValueError:
+            cache = None
+        if cache is not None and cache.get("command") == command:
+            if wait and cache["finished"] >= asked:
+                log("a verify that ran meanwhile finished after we asked")
+                return cache
+            if not wait and time.time() - cache["finished"] < settings.max_age:
+                log("the cache was refreshed meanwhile")
+                return None
+        log("running %s (timeout %s)" % (" ".join(command),
+                                         format_duration(settings.timeout)))
+        cache = run_verify(command, settings.timeout, keep_fds=(lock.fd,))
+        write_cache(cache_path, cache)
+        return cache
+    finally:
+        lock.release()
+
+
+def spawn_refresh(config_path):
+    """Start this check with --refresh-cache, detached; return its pid.
+
+    Own session, stdin/stdout/stderr on /dev/null, nobody waits for it.
+    It imports the library from where this module came from, so it works
+    from a checkout, an installed package and a zipapp alike.
+    """
+    lib = os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))
+    code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+            "from ganeti_cmk.runner import main; "
+            "from ganeti_cmk.checks.cluster_verify import CHECK; "
+            "sys.exit(main(CHECK))")
+    argv = [sys.executable, "-c", code, lib, "--refresh-cache",
+            "--config", config_path]
+    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+               (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+               (os.POSIX_SPAWN_DUP2, 1, 2)]
+    return os.posix_spawn(sys.executable, argv, dict(os.environ),
+                          file_actions=actions, setsid=True)
+
+
+def cached_result(paths, command, settings, config_path, now, log):
+    """Agent mode: (cache or None, (state, note) about the refresh or None).
+
+    Starts a background refresh when the cache is missing, unreadable, older
+    than max_age or from other arguments, unless one is running.
+    """
+    state_dir, cache_path, lock_path = paths
+    note = None
+    try:
+        cache = read_cache(cache_path)
+    except (OSError, ValueError) as e:
+        cache = None
+        note = "cache %s unreadable (%s)" % (cache_path, e)
+    if cache is not None:
+        age = now - cache["finished"]
+        log("cached result from %s ago" % format_duration(age))
+        if age < settings.max_age and cache.get("command") == command:
+            return cache, None
+    lock = Lock(lock_path)
+    try:
+        os.makedirs(state_dir, exist_ok=True)
+        free = lock.acquire(record=False)
+        lock.release()
+        if free:
+            pid = spawn_refresh(config_path)
+            log("started background refresh, pid %d" % pid)
+            text = "refresh started in the background (pid %d)" % pid
+            state = OK
+        else:
+            holder = lock.holder()
+            text = "refresh running"
+            if holder:
+                text += " for %s (pid %d)" % (
+                    format_duration(max(0, now - holder[1])), holder[0])
+            state = OK
+    except OSError as e:
+        state, text = WARN, "cannot start a background refresh: %s" % (
+            "%s: %s" % (e.filename, e.strerror) if e.filename else e)
+    if note:
+        text = "%s; %s" % (note, text)
+    return cache, (state, text)
+
+
+# ---------------------------------------------------------------- evaluation
+
+def _label(finding):
+    return finding.code or finding.severity
+
+
+def _short(text, limit=SHORT_MESSAGE):
+    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
+
+
+def _line(state, finding):
+    where = finding.item or (finding.item_type if finding.code is None else None)
+    where = " " + where if where else ""
+    label = "ignored" if state is None else state.name
+    return "%s %s%s: %s" % (label, _label(finding), where, finding.message)
+
+
+def _count(number, word):
+    return "%d %s%s" % (number, word, "" if number == 1 else "s")
+
+
+def _findings_text(judged, items=True):
+    """'2 errors, 1 warning: CODE item (message), ...' for judged findings."""
+    bad = [(s, i, f) for i, (f, s) in enumerate(judged) if s in (CRIT, WARN)]
+    errors = sum(1 for s, _, _ in bad if s == CRIT)
+    warnings = len(bad) - errors
+    if not bad:
+        return None
+    bad.sort(key=lambda x: (-x[0].rank, x[1]))
+    named = ["%s%s (%s)" % (_label(f), " " + f.item if f.item and items else "",
+                            _short(f.message)) for _, _, f in bad[:SHOWN]]
+    if len(bad) > SHOWN:
+        named.append("+%d more" % (len(bad) - SHOWN))
+    counts = ", ".join(c for c in (_count(errors, "error") if errors else "",
+                                   _count(warnings, "warning") if warnings else "")
+                       if c)
+    return "%s: %s" % (counts, ", ".join(named))
+
+
+def _detail_lines(judged):
+    """Every finding, one per line, grouped by code, worst groups first."""
+    worst_of = {}
+    for f, s in judged:
+        rank = -1 if s is None else s.rank
+        worst_of[_label(f)] = max(worst_of.get(_label(f), -1), rank)
+    order = sorted(range(len(judged)), key=lambda i: (
+        -worst_of[_label(judged[i][0])], _label(judged[i][0]), i))
+    return [_line(judged[i][1], judged[i][0]) for i in order]
+
+
+def _run_problems(cache, report, settings):
+    """(state, text) for everything about the run that is not a finding."""
+    problems = []
+    if cache.get("error"):
+        problems.append((UNKNOWN, cache["error"]))
+    if cache.get("timed_out"):
+        text = ("verify did not finish within %s ([cluster_verify] timeout) "
+                "and was killed" % format_duration(cache.get("timeout") or
+                                                   settings.timeout))
+        if report.waited_for_locks:
+            text += "; it was waiting for locks held by another job"
+        if report.jobs:
+            text += "; its jobs %s may still be queued (gnt-job list)" % (
+                ", ".join(str(j) for j in report.jobs))
+        problems.append((CRIT, text))
+    if report.failure:
+        kind, said = report.failure
+        state, text = FAILURES.get(kind, (WARN, kind))
+        problems.append((state, "%s: %s" % (text, said)))
+    if report.failed_jobs or report.job_errors:
+        number = report.failed_jobs or len(report.job_errors)
+        text = "%s failed" % _count(number, "verify job")
+        if report.job_errors:
+            text += ": %s" % report.job_errors[0]
+        problems.append((WARN, text))
+    rc = report.exit_code
+    if (rc not in (0, None) and not problems
+            and not any(f.severity == verify.ERROR for f in report.findings)):
+        reason = report.stderr[-1] if report.stderr else "no reason given"
+        if rc < 0:
+            problems.append((WARN, "gnt-cluster was killed by signal %d" % -rc))
+        else:
+            problems.append((WARN, "gnt-cluster verify exited with %d but "
+                             "reported no ERROR: %s" % (rc, reason)))
+    return problems
+
+
+def evaluate(cache, settings, now, refresh_note=None, node=None, hosts=()):
+    """The Results for a cached run (None: no result yet).
+
+    `refresh_note` is (state, text) about the background refresh; `hosts`
+    are the node and instance names that get a piggyback service when
+    `[cluster_verify] piggyback` is on (`node`, this host, never does).
+    """
+    if cache is None:
+        state, text = refresh_note or (UNKNOWN, "no refresh started")
+        if state == OK:
+            return [Result(UNKNOWN, SERVICE, "first verify run in progress: %s"
+                           % text)]
+        return [Result(UNKNOWN, SERVICE, "no verify result yet: %s" % text)]
+    report = verify.Report.from_data(cache["report"])
+    age = max(0.0, now - cache["finished"])
+    duration = max(0.0, cache["finished"] - cache["started"])
+    judged = [(f, settings.judge(f)) for f in report.findings]
+    problems = _run_problems(cache, report, settings)
+    if age > settings.stale_after:
+        problems.append((WARN, "result is %s old, older than %s "
+                         "([cluster_verify] stale_after)" % (
+                             format_duration(age),
+                             format_duration(settings.stale_after))))
+    if refresh_note and refresh_note[0] != OK:
+        problems.append(refresh_note)
+    problems.sort(key=lambda p: -p[0].rank)
+    state = worst([s for _, s in judged if s is not None] +
+                  [s for s, _ in problems])
+    found = _findings_text(judged)
+    completed = not (cache.get("error") or cache.get("timed_out")
+                     or report.failure or report.failed_jobs
+                     or report.job_errors)
+    if found is None and completed:
+        found = "no errors or warnings"
+        if report.notes:
+            found += " (%s)" % _count(len(report.notes), "notice")
+    parts = [text for _, text in problems] + ([found] if found else [])
+    summary = "%s - verify ran %s ago" % ("; ".join(parts),
+                                          format_duration(age))
+    errors = sum(1 for _, s in judged if s == CRIT)
+    warnings = sum(1 for _, s in judged if s == WARN)
+    details = _detail_lines(judged)
+    details += report.notes
+    details += ["stderr: %s" % line for line in report.job_errors + report.stderr]
+    details += ["unrecognised output: %s" % line for line in report.unrecognised]
+    details.append("verify ran %s for %s, exit code %s: %s" % (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(cache["started"])),
+        format_duration(duration),
+        "none (killed)" if report.exit_code is None else report.exit_code,
+        " ".join(cache.get("command") or ())))
+    if refresh_note:
+        details.append(refresh_note[1])
+    metrics = [Metric("ganeti_verify_errors", errors, min=0),
+               Metric("ganeti_verify_warnings", warnings, min=0),
+               Metric("ganeti_verify_duration", round(duration, 1), min=0),
+               Metric("ganeti_verify_age", int(age), min=0)]
+    results = [Result(state, SERVICE, summary, details, metrics)]
+    if settings.piggyback and completed:
+        results += _piggyback(judged, hosts, node, age)
+    return results
+
+
+def _is_uuid(text):
+    return (len(text) == 36 and text[8] == text[13] == text[18] == text[23] == "-"
+            and all(c in "0123456789abcdefABCDEF-" for c in text))
+
+
+def _piggyback(judged, hosts, node, age):
+    """One `Ganeti verify` service per node and instance host."""
+    about = {name.lower(): [] for name in hosts}
+    for f, s in judged:
+        if (s is not None and f.item and f.item_type in ("node", "instance")
+                and not _is_uuid(f.item)):
+            about.setdefault(f.item.lower(), []).append((f, s))
+    results = []
+    for host in sorted(about):
+        if host == node or not valid_host(host):
+            continue
+        found = about[host]
+        summary = _findings_text(found, items=False) or "no errors or warnings"
+        results.append(Result(
+            worst(s for _, s in found), SERVICE,
+            "%s - gnt-cluster verify on the master %s ago" % (
+                summary, format_duration(age)),
+            [_line(s, f) for f, s in found], host=host))
+    return results
+
+
+# ------------------------------------------------------------------ the check
+
+def run(ctx):
+    config = ctx.config
+    settings = Settings(config)
+    data_dir = config.get_path("paths", "ganeti_data_dir")
+    gnt_cluster = config.get_path("paths", "gnt_cluster")
+    state_dir = config.get_path("paths", "state_dir")
+    node = config.node_name()
+    role = ganeti.node_role(data_dir, node)
+    if role.role == ganeti.NOT_IN_CLUSTER:
+        raise NotApplicable("this node is not in a Ganeti cluster (no %s)"
+                            % os.path.join(data_dir, "ssconf_master_node"))
+    if not role.is_master:
+        raise NotApplicable(
+            "%s is a %s; verify runs on the master %s, where the service "
+            "lives" % (node, role.role, role.master))
+    if not os.access(gnt_cluster, os.X_OK):
+        raise NotApplicable("no executable %s ([paths] gnt_cluster)"
+                            % gnt_cluster)
+    command = [gnt_cluster, "verify", "--error-codes"] + settings.extra_args
+    paths = (state_dir, os.path.join(state_dir, CACHE_FILE),
+             os.path.join(state_dir, LOCK_FILE))
+    args = ctx.args
+    if getattr(args, "refresh_cache", False):
+        _background(paths, command, settings, ctx.log)
+        return []
+    if getattr(args, "refresh", False):
+        cache = refresh(paths, command, settings, True, ctx.log)
+        note = None
+    else:
+        cache, note = cached_result(paths, command, settings, config.path,
+                                    time.time(), ctx.log)
+    hosts = ()
+    if settings.piggyback:
+        hosts = (ganeti.read_ssconf_list(data_dir, "node_list")
+                 + ganeti.read_ssconf_list(data_dir, "instance_list"))
+    return evaluate(cache, settings, time.time(), note, node, hosts)
+
+
+def _background(paths, command, settings, log):
+    """--refresh-cache: refresh; a failure is cached, so the service shows it."""
+    try:
+        refresh(paths, command, settings, False, log)
+    except Exception as e:
+        now = time.time()
+        try:
+            write_cache(paths[1], {
+                "version": CACHE_VERSION, "command": command, "started": now,
+                "finished": now, "timeout": settings.timeout,
+                "timed_out": False, "report": verify.Report().to_data(),
+                "error": "the background refresh failed: %s: %s"
+                         % (type(e).__name__, e)})
+        except OSError:
+            pass
+        raise
+
+
+def add_arguments(parser):
+    import argparse
+    parser.add_argument("--refresh", action="store_true",
+                        help="run gnt-cluster verify now in the foreground "
+                        "(or wait for the one running), cache and show the "
+                        "fresh result")
+    parser.add_argument("--refresh-cache", action="store_true",
+                        help=argparse.SUPPRESS)
+
+
+CHECK = Check(
+    "ganeti_cluster_verify", SERVICE,
+    "Checkmk local check: what does gnt-cluster verify find? Runs on the "
+    "master only; the agent gets the cached result at once while a refresh "
+    "runs in the background.",
+    run, add_arguments,
+    epilog="In agent mode the result cached in <state_dir>/cluster_verify.json "
+    "is printed at once; when it is older than [cluster_verify] max_age, one "
+    "background refresh starts. --refresh runs verify now and waits for it.")

@@ -1,0 +1,762 @@
+"""The Ganeti verify check: role, cache, lock, background refresh, timeout,
+evaluation and piggyback.
+
+End to end, the check script runs against a fake ssconf tree and
+tests/fake_gnt_cluster (see its header for the FAKE_GNT_* knobs), which
+prints the recorded outputs of tests/data/verify.  The evaluation is also
+driven directly, with caches made from the same corpus.
+"""
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import pytest
+
+from support import ROOT, run_script
+from ganeti_cmk import verify
+from ganeti_cmk.checks import cluster_verify as cv
+from ganeti_cmk.config import Config
+from ganeti_cmk.localcheck import CRIT, OK, UNKNOWN, WARN, render_local
+from localcheck_grammar import assert_valid_output
+
+SCRIPT = "ganeti_cluster_verify"
+FAKE = os.path.join(ROOT, "tests", "fake_gnt_cluster")
+DATA = os.path.join(ROOT, "tests", "data", "verify")
+MASTER = "master.example.com"
+SERVICE = "Ganeti verify"
+
+
+def wait_for(predicate, what, limit=30.0):
+    """Poll until predicate() is true; fail after `limit` seconds."""
+    end = time.time() + limit
+    while not predicate():
+        assert time.time() < end, "gave up waiting for " + what
+        time.sleep(0.05)
+
+
+def lock_is_held(path):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def alive(pid):
+    """True while `pid` runs (a zombie counts as gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+class Cluster:
+    """A fake master: ssconf files, a config, the fake gnt-cluster's knobs."""
+
+    def __init__(self, tmp_path):
+        self.tmp = tmp_path
+        self.data_dir = tmp_path / "ganeti"
+        self.data_dir.mkdir()
+        self.ssconf(master_node=MASTER, cluster_name="cluster.example.com",
+                    node_list="%s\nnode2.example.com\nnode3.example.com" % MASTER,
+                    master_candidates=MASTER + "\nnode2.example.com",
+                    instance_list="web1.example.com\ndb1.example.com")
+        self.state_dir = tmp_path / "var" / "ganeti_cmk"
+        self.cache = self.state_dir / cv.CACHE_FILE
+        self.lock = self.state_dir / cv.LOCK_FILE
+        self.log = tmp_path / "gnt.log"
+        self.release = tmp_path / "release"
+        self.node = MASTER
+        self.gnt_cluster = FAKE
+        self.settings = {}
+        self.general = ""
+        self.env = {"FAKE_GNT_LOG": str(self.log)}
+        self.processes = []
+
+    def ssconf(self, **values):
+        for key, value in values.items():
+            (self.data_dir / ("ssconf_" + key)).write_text(value + "\n")
+
+    def case(self, name):
+        self.env["FAKE_GNT_CASE"] = os.path.join(DATA, name)
+
+    def config_text(self):
+        text = ("[paths]\nganeti_data_dir = %s\ngnt_cluster = %s\n"
+                "[ganeti]\nnode_name = %s\n[cluster_verify]\n"
+                % (self.data_dir, self.gnt_cluster, self.node))
+        text += "".join("%s = %s\n" % kv for kv in self.settings.items())
+        if self.general:
+            text += "[general]\n" + self.general
+        return text
+
+    def run(self, *args):
+        """Run the check; assert exit 0 (agent mode) and valid output."""
+        proc = run_script(SCRIPT, *args, config_text=self.config_text(),
+                          tmp_path=self.tmp, env=self.env)
+        if "--nagios" not in args:
+            assert proc.returncode == 0, proc.stderr
+        proc.hosts = assert_valid_output(proc.stdout) if "--human" not in args \
+            and "--nagios" not in args else None
+        return proc
+
+    def agent(self):
+        """Agent mode: the host's own services and the piggybacked ones."""
+        return self.run().hosts
+
+    def start(self, *args):
+        """Start the check in the background (same environment)."""
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+               "MK_CONFDIR": str(self.tmp / "etc"),
+               "MK_VARDIR": str(self.tmp / "var")}
+        env.update(self.env)
+        (self.tmp / "etc").mkdir(exist_ok=True)
+        (self.tmp / "etc" / "ganeti_cmk.cfg").write_text(self.config_text())
+        proc = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "checks", SCRIPT)] + list(args),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, universal_newlines=True, env=env)
+        self.processes.append(proc)
+        return proc
+
+    def verifies(self):
+        """The fake gnt-cluster's runs so far: [(pid, args)]."""
+        if not self.log.exists():
+            return []
+        return [(int(line.split()[0]), line.split()[1:])
+                for line in self.log.read_text().splitlines()]
+
+    def wait_for_cache(self):
+        wait_for(lambda: self.cache.exists() and not lock_is_held(str(self.lock)),
+                 "the background refresh")
+
+    def age_cache(self, seconds):
+        data = json.loads(self.cache.read_text())
+        data["started"] -= seconds
+        data["finished"] -= seconds
+        self.cache.write_text(json.dumps(data))
+
+    def cleanup(self):
+        self.release.touch()
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+        for pid, _ in self.verifies():
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.lock.exists():
+            wait_for(lambda: not lock_is_held(str(self.lock)), "the lock")
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    yield c
+    c.cleanup()
+
+
+def service(hosts, host=None):
+    return hosts[host][SERVICE]
+
+
+# ------------------------------------------------------------------ role
+
+@pytest.mark.parametrize("setup, reason", [
+    ("no ssconf", "not in a Ganeti cluster"),
+    ("regular node", "is a regular node; verify runs on the master "
+     "master.example.com"),
+    ("candidate", "is a master candidate; verify runs on the master"),
+    ("no gnt-cluster", "no executable"),
+])
+def test_nothing_off_the_master_and_a_reason_by_hand(cluster, setup, reason):
+    if setup == "no ssconf":
+        os.unlink(str(cluster.data_dir / "ssconf_master_node"))
+    elif setup == "regular node":
+        cluster.node = "node3.example.com"
+    elif setup == "candidate":
+        cluster.node = "node2.example.com"
+    else:
+        cluster.gnt_cluster = str(cluster.tmp / "missing" / "gnt-cluster")
+    cluster.case("era-2.4")
+    proc = cluster.run()
+    assert proc.stdout == ""
+    proc = cluster.run("--refresh", "--human")
+    assert proc.stdout == "" and reason in proc.stderr
+    assert cluster.verifies() == [] and not cluster.cache.exists()
+
+
+# -------------------------------------------- cache and background refresh
+
+def test_agent_never_waits_for_verify(cluster):
+    cluster.case("era-2.4")
+    cluster.env["FAKE_GNT_WAIT_FILE"] = str(cluster.release)
+    svc = service(cluster.agent())
+    assert svc["state"] == "3"
+    assert svc["summary"].startswith("first verify run in progress: refresh "
+                                     "started in the background (pid ")
+    # the agent got its line while verify still runs: no cache yet, lock held
+    wait_for(lambda: cluster.verifies(), "verify to start")
+    assert not cluster.cache.exists() and lock_is_held(str(cluster.lock))
+    (pid, args), = cluster.verifies()
+    assert args == ["verify", "--error-codes"]
+    # verify runs in a session of its own, not in the agent's
+    assert os.getsid(pid) == pid != os.getsid(0)
+    # a second agent run sees it running and starts nothing
+    svc = service(cluster.agent())
+    assert svc["state"] == "3" and "refresh running for" in svc["summary"]
+    cluster.release.touch()
+    cluster.wait_for_cache()
+    svc = service(cluster.agent())
+    assert svc["state"] == "2"
+    assert svc["summary"].startswith(
+        "3 errors: ENODEDRBD node2.example.org (drbd minor 0 of instance "
+        "web1.example.org is not active), EINSTANCEDOWN web1.example.org "
+        "(instance not running on its primary node node1.example.org), "
+        "ENODEORPHANLV node1.example.org (volume xenvg/old-disk is unknown) - "
+        "verify ran ")
+    assert set(svc["metrics"]) == {"ganeti_verify_errors", "ganeti_verify_warnings",
+                                   "ganeti_verify_duration", "ganeti_verify_age"}
+    assert svc["metrics"]["ganeti_verify_errors"] == 3
+    assert len(cluster.verifies()) == 1
+
+
+def test_fresh_cache_is_printed_without_a_new_verify(cluster):
+    cluster.case("era-3.0-clean")
+    cluster.run("--refresh")
+    for _ in range(3):
+        svc = service(cluster.agent())
+        assert svc["state"] == "0"
+        assert svc["summary"].startswith("no errors or warnings (1 notice) - "
+                                         "verify ran ")
+    assert len(cluster.verifies()) == 1
+
+
+def test_old_cache_is_shown_with_its_age_while_one_refresh_runs(cluster):
+    cluster.case("era-2.16-groups")
+    cluster.run("--refresh")
+    cluster.age_cache(20 * 60)           # older than max_age (10m), not stale
+    cluster.case("era-3.0-clean")
+    cluster.env["FAKE_GNT_WAIT_FILE"] = str(cluster.release)
+    svc = service(cluster.agent())
+    assert svc["state"] == "1"           # the old result: 3 warnings
+    assert svc["summary"].endswith("verify ran 20 min ago")
+    assert svc["details"][-1].startswith("refresh started in the background")
+    wait_for(lambda: len(cluster.verifies()) == 2, "the refresh")
+    svc = service(cluster.agent())      # still the old result, refresh running
+    assert svc["state"] == "1" and svc["details"][-1].startswith("refresh running")
+    cluster.release.touch()
+    cluster.wait_for_cache()
+    svc = service(cluster.agent())
+    assert svc["state"] == "0" and "verify ran 20 min ago" not in svc["summary"]
+    assert len(cluster.verifies()) == 2
+
+
+def test_stale_result_warns_and_names_the_hung_refresh(cluster):
+    cluster.case("era-3.0-clean")
+    cluster.run("--refresh")
+    cluster.age_cache(2 * 3600)
+    fd = os.open(str(cluster.lock), os.O_RDWR)  # a hung refresher holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, b"4242 %d\n" % (time.time() - 3000))
+        svc = service(cluster.agent())
+    finally:
+        os.close(fd)
+    assert svc["state"] == "1"
+    assert svc["summary"].startswith(
+        "result is 2.0 h old, older than 30 min ([cluster_verify] stale_after); "
+        "no errors or warnings (1 notice) - verify ran 2.0 h ago")
+    assert svc["details"][-1] == "refresh running for 50 min (pid 4242)"
+    assert len(cluster.verifies()) == 1
+
+
+def test_changed_arguments_make_the_cache_due(cluster):
+    cluster.case("era-3.0-clean")
+    cluster.run("--refresh")
+    cluster.settings["extra_args"] = "--node-group site-a  -I ENODEN1"
+    cluster.agent()
+    wait_for(lambda: len(cluster.verifies()) == 2, "the refresh")
+    cluster.wait_for_cache()
+    assert [args for _, args in cluster.verifies()] == [
+        ["verify", "--error-codes"],
+        ["verify", "--error-codes", "--node-group", "site-a", "-I", "ENODEN1"]]
+    cluster.agent()
+    assert len(cluster.verifies()) == 2
+
+
+def test_unreadable_cache_is_replaced(cluster):
+    cluster.case("era-3.0-clean")
+    cluster.state_dir.mkdir(parents=True)
+    cluster.cache.write_text('{"version": 1, "report": ')
+    svc = service(cluster.agent())
+    assert svc["state"] == "3"
+    assert "cache %s unreadable" % cluster.cache in svc["summary"]
+    wait_for(lambda: cluster.verifies(), "the refresh")
+    cluster.wait_for_cache()
+    assert service(cluster.agent())["state"] == "0"
+
+
+def test_refresh_that_cannot_start_is_visible(cluster):
+    cluster.case("era-3.0-clean")
+    (cluster.tmp / "elsewhere").write_text("")      # a file, not a directory
+    state_dir = cluster.tmp / "elsewhere" / "x"
+    text = cluster.config_text().replace(
+        "[paths]\n", "[paths]\nstate_dir = %s\n" % state_dir)
+    proc = run_script(SCRIPT, config_text=text, tmp_path=cluster.tmp,
+                      env=cluster.env)
+    svc = assert_valid_output(proc.stdout)[None][SERVICE]
+    assert svc["state"] == "3"
+    assert svc["summary"].startswith("no verify result yet: cache ")
+    assert svc["summary"].endswith("cannot start a background refresh: %s: "
+                                   "Not a directory" % state_dir)
+    assert cluster.verifies() == []
+
+
+# ------------------------------------------------------------ the lock
+
+def test_two_concurrent_refreshes_run_one_verify(cluster):
+    cluster.case("era-2.4")
+    cluster.env["FAKE_GNT_WAIT_FILE"] = str(cluster.release)
+    first = cluster.start("--refresh")
+    wait_for(lambda: cluster.verifies(), "the first verify")
+    second = cluster.start("--refresh")
+    # the second one waits on the lock (it has the lock file open) ...
+    wait_for(lambda: any(
+        os.path.realpath("/proc/%d/fd/%s" % (second.pid, fd)) == str(cluster.lock)
+        for fd in os.listdir("/proc/%d/fd" % second.pid)), "the second to wait")
+    cluster.release.touch()
+    # ... and then shows the first one's result, which finished after it asked
+    outputs = [p.communicate()[0] for p in (first, second)]
+    for out in outputs:
+        svc = assert_valid_output(out)[None][SERVICE]
+        assert svc["state"] == "2" and svc["metrics"]["ganeti_verify_errors"] == 3
+    assert len(cluster.verifies()) == 1
+
+
+def test_concurrent_agent_runs_start_one_verify(cluster):
+    cluster.case("era-2.4")
+    cluster.env["FAKE_GNT_WAIT_FILE"] = str(cluster.release)
+    for _ in range(4):
+        assert service(cluster.agent())["state"] == "3"
+    wait_for(lambda: cluster.verifies(), "verify")
+    cluster.release.touch()
+    cluster.wait_for_cache()
+    assert service(cluster.agent())["state"] == "2"
+    assert len(cluster.verifies()) == 1
+
+
+def test_lock_outlives_a_killed_refresher(cluster):
+    cluster.case("era-2.4")
+    cluster.env["FAKE_GNT_WAIT_FILE"] = str(cluster.release)
+    refresher = cluster.start("--refresh")
+    wait_for(lambda: cluster.verifies(), "verify")
+    refresher.kill()
+    refresher.communicate()
+    # gnt-cluster inherited the lock: nobody starts a second verify meanwhile
+    assert lock_is_held(str(cluster.lock))
+    svc = service(cluster.agent())
+    assert svc["state"] == "3" and "refresh running" in svc["summary"]
+    cluster.release.touch()
+    wait_for(lambda: not lock_is_held(str(cluster.lock)), "verify to end")
+    assert len(cluster.verifies()) == 1 and not cluster.cache.exists()
+    # the crash left no result: the next agent run starts a refresh
+    cluster.agent()
+    cluster.wait_for_cache()
+    assert service(cluster.agent())["state"] == "2"
+    assert len(cluster.verifies()) == 2
+
+
+# ------------------------------------------------------------ timeout
+
+def test_timeout_kills_the_whole_process_group(cluster):
+    cluster.settings["timeout"] = "1s"
+    cluster.env.update(FAKE_GNT_MODE="hang",
+                       FAKE_GNT_PIDFILE=str(cluster.tmp / "grandchild"))
+    svc = service(cluster.run("--refresh").hosts)
+    assert svc["state"] == "2"
+    assert svc["summary"].startswith(
+        "verify did not finish within 1 s ([cluster_verify] timeout) and was "
+        "killed; it was waiting for locks held by another job; its jobs 7, 8 "
+        "may still be queued (gnt-job list) - verify ran ")
+    assert "exit code none (killed)" in svc["details"][-1]
+    (pid, _), = cluster.verifies()
+    grandchild = int((cluster.tmp / "grandchild").read_text())
+    wait_for(lambda: not alive(pid) and not alive(grandchild), "the kill")
+    assert not lock_is_held(str(cluster.lock))
+
+
+def test_verify_sleeping_past_the_timeout_is_crit(cluster):
+    cluster.settings["timeout"] = "1"
+    cluster.env["FAKE_GNT_SLEEP"] = "30"
+    cluster.case("era-3.0-clean")
+    svc = service(cluster.run("--refresh").hosts)
+    assert svc["state"] == "2" and "did not finish within 1 s" in svc["summary"]
+    assert "no errors or warnings" not in svc["summary"]
+
+
+def test_refresh_outlives_the_runner_deadline(cluster):
+    cluster.general = "deadline = 1s\n"
+    cluster.env["FAKE_GNT_SLEEP"] = "2"
+    cluster.case("era-2.4")
+    svc = service(cluster.run("--refresh").hosts)
+    assert svc["state"] == "2" and svc["metrics"]["ganeti_verify_errors"] == 3
+
+
+# ------------------------------------------------ every case, end to end
+
+CASES = [
+    # case, state, summary start
+    ("era-3.0-clean", "0", "no errors or warnings (1 notice) - verify ran "),
+    ("locks-then-clean", "0", "no errors or warnings - verify ran "),
+    ("era-2.16-groups", "1", "3 warnings: EINSTANCESPLITGROUPS db1.site-b.example.com "),
+    ("era-2.7", "2", "2 errors: ENODESSH node1.example.net (ssh communication with "),
+    ("era-3.1-assessment", "2", "1 error, 2 warnings: EINSTANCEFAULTYDISK web1"),
+    ("all-codes-3.0", "2", "32 errors, 9 warnings: ECLUSTERCFG (instance web9"),
+    ("unrecognised", "2", "4 errors, 1 warning: ERROR (FATAL:ENEWCODE:node:"
+     "node1.example.com:a severity we do no...), ERROR (ERROR node1.example.com "
+     "lost its disks), ENEWCODE node1.example.com (an unknown code is still a "
+     "finding), +2 more - verify ran "),
+    ("job-failed", "1", "1 verify job failed: Job 513 has failed: Failure: "
+     "command execution error: - verify ran "),
+    ("not-master", "3", "gnt-cluster says this is not the master"),
+    ("not-in-cluster", "3", "gnt-cluster says this node is not in a cluster"),
+    ("no-daemon-2.x", "2", "cannot reach the master daemon"),
+    ("no-daemon-3.0", "2", "cannot reach the master daemon"),
+    ("queue-drained", "1", "the job queue is drained, verify cannot run "
+     "(upgrade in progress?): Failure: the job queue is marked for drain"),
+    ("queue-full", "2", "the job queue is full"),
+    ("no-permission", "3", "not allowed to talk to the master daemon"),
+    ("usage", "3", "gnt-cluster rejected the arguments: check [cluster_verify] "
+     "extra_args: gnt-cluster: error: option -I: invalid choice"),
+    ("corrupt-config", "2", "the cluster configuration is corrupt: Corrupt "),
+    ("traceback", "1", "gnt-cluster verify crashed: KeyError: 'opresult'"),
+]
+
+
+@pytest.mark.parametrize("case, state, start", CASES)
+def test_each_recorded_case_end_to_end(cluster, case, state, start):
+    cluster.case(case)
+    svc = service(cluster.run("--refresh").hosts)
+    assert svc["state"] == state
+    assert svc["summary"].startswith(start), svc["summary"]
+    assert svc["details"][-1].startswith("verify ran ")
+    # the agent then prints the same from the cache, without a new verify
+    again = service(cluster.agent())
+    assert (again["state"], again["details"]) == (state, svc["details"])
+    assert len(cluster.verifies()) == 1
+
+
+def test_all_codes_are_listed_one_per_line_grouped_by_code(cluster):
+    cluster.case("all-codes-3.0")
+    svc = service(cluster.run("--refresh").hosts)
+    lines = svc["details"][:41]
+    assert sorted(line.split()[1].rstrip(":") for line in lines) == \
+        sorted(verify.CODES)
+    assert [line.split()[0] for line in lines] == ["CRIT"] * 32 + ["WARN"] * 9
+    assert "CRIT ENODEN1 node1.example.com: not enough memory to accomodate " \
+        "instance failovers should node node2.example.com fail (8192MiB " \
+        "needed, 4096MiB available)" in lines
+    assert "CRIT ECLUSTERCFG: instance web9.example.com: disk/0 has invalid " \
+        "size: 0" in lines
+    assert "CRIT ECLUSTERDANGLINGNODES: the following nodes (and their " \
+        "instances) belong to a non existing group: node9.example.com" in lines
+    assert svc["details"][41] == "NOTICE: 1 non-redundant instance(s) found."
+
+
+def test_nagios_and_human_output(cluster):
+    cluster.case("era-2.16-groups")
+    proc = cluster.run("--refresh", "--nagios")
+    assert proc.returncode == 1 and proc.stdout.startswith("WARNING - 3 warnings")
+    proc = cluster.run("--human")
+    assert proc.returncode == 0 and "Ganeti verify" in proc.stdout
+
+
+def test_a_command_that_cannot_run_is_unknown(cluster):
+    broken = cluster.tmp / "gnt-cluster"
+    broken.write_text("#!/nonexistent/interpreter\n")
+    broken.chmod(0o755)
+    cluster.gnt_cluster = str(broken)
+    svc = service(cluster.run("--refresh").hosts)
+    assert svc["state"] == "3"
+    assert svc["summary"].startswith("cannot run %s: No such file or directory"
+                                     % broken)
+
+
+def test_exit_1_without_error_or_reason_warns(cluster, tmp_path):
+    base = tmp_path / "odd"
+    (tmp_path / "odd.out").write_text("Submitted jobs 1, 2\n")
+    (tmp_path / "odd.rc").write_text("1\n")
+    cluster.env["FAKE_GNT_CASE"] = str(base)
+    svc = service(cluster.run("--refresh").hosts)
+    assert svc["state"] == "1"
+    assert svc["summary"].startswith("gnt-cluster verify exited with 1 but "
+                                     "reported no ERROR: no reason given")
+
+
+def test_check_runs_from_a_zipapp(cluster, tmp_path):
+    app = tmp_path / "ganeti_cluster_verify.pyz"
+    with zipfile.ZipFile(str(app), "w") as z:
+        z.writestr("__main__.py", "import sys\nfrom ganeti_cmk.runner import main\n"
+                   "from ganeti_cmk.checks.cluster_verify import CHECK\n"
+                   "sys.exit(main(CHECK))\n")
+        lib = os.path.join(ROOT, "lib")
+        for folder, _, files in os.walk(os.path.join(lib, "ganeti_cmk")):
+            for name in files:
+                if name.endswith(".py"):
+                    path = os.path.join(folder, name)
+                    z.write(path, os.path.relpath(path, lib))
+    (cluster.tmp / "etc").mkdir(exist_ok=True)
+    (cluster.tmp / "etc" / "ganeti_cmk.cfg").write_text(cluster.config_text())
+    cluster.case("era-2.4")
+    env = dict(cluster.env, PATH=os.environ.get("PATH", "/usr/bin:/bin"),
+               MK_CONFDIR=str(cluster.tmp / "etc"), MK_VARDIR=str(cluster.tmp / "var"))
+
+    def agent():
+        proc = subprocess.run([sys.executable, str(app)], env=env, cwd=str(tmp_path),
+                              stdout=subprocess.PIPE, universal_newlines=True,
+                              stdin=subprocess.DEVNULL, timeout=60)
+        return assert_valid_output(proc.stdout)[None][SERVICE]
+
+    assert agent()["summary"].startswith("first verify run in progress")
+    cluster.wait_for_cache()
+    assert agent()["state"] == "2"
+
+
+# ------------------------------------------------------------ piggyback
+
+def test_piggyback_sends_findings_to_their_hosts(cluster):
+    cluster.settings["piggyback"] = "yes"
+    cluster.case("all-codes-3.0")
+    hosts = cluster.run("--refresh").hosts
+    # every node and instance from ssconf, and every item with findings,
+    # but not this host, not UUIDs, not groups or the cluster
+    assert set(hosts) == {None, "node1.example.com", "node2.example.com",
+                          "node3.example.com", "web1.example.com",
+                          "db1.example.com", "db2.example.com"} | {
+        "web%d.example.com" % i for i in range(2, 9)}
+    web1 = service(hosts, "web1.example.com")
+    assert web1["state"] == "2"
+    assert web1["summary"].startswith(
+        "1 error: EINSTANCEDOWN (instance not running on its primary node "
+        "node1.example.com) - gnt-cluster verify on the master ")
+    assert web1["details"] == ["CRIT EINSTANCEDOWN web1.example.com: instance "
+                               "not running on its primary node node1.example.com"]
+    db1 = service(hosts, "db1.example.com")
+    assert db1["state"] == "2" and db1["details"][0].startswith("CRIT EINSTANCEBADNODE")
+    assert service(hosts, "web6.example.com")["state"] == "1"
+    node2 = service(hosts, "node2.example.com")
+    assert node2["summary"].startswith(
+        "6 errors, 2 warnings: ENODEDRBD (drbd minor 0 of disk 7a6b5c4d-3e2f-"
+        "1a0b-9c8d-7e6f5a4b3c2d...), ENODELVM (node didn't return data for the "
+        "volume group 'xenvg' - it...), ENODESETUP (")
+    assert len(node2["details"]) == 8
+
+
+def test_piggyback_hosts_without_findings_are_ok(cluster):
+    cluster.settings["piggyback"] = "yes"
+    cluster.case("era-3.0-clean")
+    hosts = cluster.run("--refresh").hosts
+    assert set(hosts) == {None, "node2.example.com", "node3.example.com",
+                          "web1.example.com", "db1.example.com"}
+    assert all(service(hosts, h)["state"] == "0" for h in hosts if h)
+    assert service(hosts, "db1.example.com")["summary"].startswith(
+        "no errors or warnings - gnt-cluster verify on the master ")
+
+
+def test_no_piggyback_by_default_or_when_verify_could_not_run(cluster):
+    cluster.case("all-codes-3.0")
+    assert set(cluster.run("--refresh").hosts) == {None}
+    cluster.settings["piggyback"] = "yes"
+    cluster.case("queue-drained")
+    cluster.settings["extra_args"] = "-v"   # makes the cache due
+    assert set(cluster.run("--refresh").hosts) == {None}
+
+
+# ---------------------------------------------- evaluation, driven directly
+
+def make_cache(case, now, age=60.0, duration=12.0, **fields):
+    path = os.path.join(DATA, case)
+
+    def read(ext, default=""):
+        return open(path + ext).read() if os.path.exists(path + ext) else default
+
+    report = verify.parse(read(".out"), read(".err"), int(read(".rc", "0")))
+    cache = {"version": cv.CACHE_VERSION, "command": ["gnt-cluster", "verify",
+                                                      "--error-codes"],
+             "started": now - age - duration, "finished": now - age,
+             "timeout": 600.0, "timed_out": False, "error": None,
+             "report": report.to_data()}
+    cache.update(fields)
+    return cache
+
+
+def evaluate(case, config="", now=1700000000.0, **kwargs):
+    config = Config(text="[cluster_verify]\n" + config)
+    results = cv.evaluate(make_cache(case, now), cv.Settings(config), now,
+                          **kwargs)
+    assert_valid_output("".join(line + "\n" for line in render_local(results)))
+    return results[0], config.problems
+
+
+def test_severity_overrides_and_ignores():
+    result, problems = evaluate("era-2.4")
+    assert result.state == CRIT and problems == []
+    assert result.metrics[0].value == 3
+    result, problems = evaluate(
+        "era-2.4", "severity = EINSTANCEDOWN:warn, ENODEORPHANLV:ok\n"
+        "ignore_codes = ENODEDRBD\n")
+    assert problems == []
+    assert result.state == WARN
+    assert result.summary.startswith("1 warning: EINSTANCEDOWN web1.example.org")
+    assert [m.value for m in result.metrics[:2]] == [0, 1]
+    assert result.details[:3] == [
+        "WARN EINSTANCEDOWN web1.example.org: instance not running on its "
+        "primary node node1.example.org",
+        "OK ENODEORPHANLV node1.example.org: volume xenvg/old-disk is unknown",
+        "ignored ENODEDRBD node2.example.org: drbd minor 0 of instance "
+        "web1.example.org is not active"]
+    result, _ = evaluate("era-2.4", "ignore_items = web1\\.example\\.org node[12]\\..*\n")
+    assert result.state == OK
+    assert result.summary.startswith("no errors or warnings (1 notice)")
+    assert [d.split()[0] for d in result.details[:3]] == ["ignored"] * 3
+    # the item regex must match the whole name
+    result, _ = evaluate("era-2.4", "ignore_items = web1 node\n")
+    assert result.state == CRIT and result.metrics[0].value == 3
+
+
+@pytest.mark.parametrize("config, problem", [
+    ("severity = ENODEN1:sometimes", "[cluster_verify] severity: 'ENODEN1:sometimes' "
+     "is not CODE:ok, CODE:warn or CODE:crit, ignored"),
+    ("severity = :warn", "[cluster_verify] severity: ':warn' is not CODE:ok"),
+    ("severity = ENODEXX:warn", "[cluster_verify] severity: ENODEXX is not a "
+     "verify error code (typo?)"),
+    ("ignore_codes = enoden1 EBOGUS", "[cluster_verify] ignore_codes: EBOGUS is "
+     "not a verify error code (typo?)"),
+    ("ignore_items = web[", "[cluster_verify] ignore_items: 'web[' is not a "
+     "regular expression"),
+    ("timeout = 0", "[cluster_verify] timeout: '0' is not a duration"),
+])
+def test_bad_settings_are_config_problems(config, problem):
+    _, problems = evaluate("era-3.0-clean", config + "\n")
+    assert len(problems) == 1 and problems[0].startswith(problem)
+
+
+def test_settings_defaults():
+    s = cv.Settings(Config(text=""))
+    assert (s.max_age, s.stale_after, s.timeout) == (600, 1800, 600)
+    assert s.extra_args == [] and s.severity == {} and s.ignore_codes == set()
+    assert s.ignore_items == [] and s.piggyback is False
+    s = cv.Settings(Config(text="[cluster_verify]\nignore_codes = enoden1\n"))
+    assert s.ignore_codes == {"ENODEN1"}
+
+
+def test_bad_setting_makes_the_check_warn_end_to_end(cluster):
+    cluster.case("era-3.0-clean")
+    cluster.settings["severity"] = "ENODEN1:sometimes"
+    svc = service(cluster.run("--refresh").hosts)
+    assert svc["state"] == "1"
+    assert "config problem: [cluster_verify] severity" in svc["summary"]
+
+
+def test_first_run_and_refresh_notes():
+    settings = cv.Settings(Config(text=""))
+    (r,) = cv.evaluate(None, settings, 0, (OK, "refresh started (pid 9)"))
+    assert (r.state, r.summary) == (UNKNOWN, "first verify run in progress: "
+                                    "refresh started (pid 9)")
+    assert r.metrics == []
+    (r,) = cv.evaluate(None, settings, 0, (WARN, "cannot start a background "
+                                               "refresh: x"))
+    assert r.summary == "no verify result yet: cannot start a background refresh: x"
+    result, _ = evaluate("era-3.0-clean", refresh_note=(WARN, "cannot start a "
+                                                          "background refresh: x"))
+    assert result.state == WARN
+    assert result.summary.startswith("cannot start a background refresh: x; "
+                                     "no errors or warnings")
+
+
+def test_age_duration_and_run_details():
+    now = 1700000000.0
+    cache = make_cache("era-3.0-clean", now, age=125.0, duration=7.4)
+    (r,) = cv.evaluate(cache, cv.Settings(Config(text="")), now)
+    assert r.summary == "no errors or warnings (1 notice) - verify ran 2.1 min ago"
+    assert [(m.name, m.value) for m in r.metrics] == [
+        ("ganeti_verify_errors", 0), ("ganeti_verify_warnings", 0),
+        ("ganeti_verify_duration", 7.4), ("ganeti_verify_age", 125)]
+    assert r.details[-1].endswith("for 7 s, exit code 0: gnt-cluster verify "
+                                  "--error-codes")
+    # a clock that went back gives age 0, not a negative number
+    (r,) = cv.evaluate(cache, cv.Settings(Config(text="")), now - 3600)
+    assert r.metrics[3].value == 0
+
+
+def test_summary_names_the_worst_three_and_counts_the_rest():
+    result, _ = evaluate("all-codes-3.0")
+    assert result.summary.startswith(
+        "32 errors, 9 warnings: ECLUSTERCFG (instance web9.example.com: disk/0 has "
+        "invalid size: 0), ECLUSTERCLIENTCERT (Client certificate "
+        "/var/lib/ganeti/client.pem of node 6e4...), ECLUSTERDANGLINGNODES "
+        "(the following nodes (and their instances) belong to a non...), "
+        "+38 more - verify ran 1 min ago")
+
+
+def test_unrecognised_lines_and_stderr_are_in_the_details():
+    result, _ = evaluate("unrecognised")
+    assert "unrecognised output: something new in Ganeti 3.2" in result.details
+    result, _ = evaluate("job-failed-group")
+    assert result.state == WARN
+    assert "stderr: Job 77 has failed: Failure: prerequisites not met for this " \
+        "operation: error type: unknown_entity, error details: Group 'nosuch' " \
+        "not found" in result.details
+
+
+def test_killed_by_a_signal_warns():
+    now = 1700000000.0
+    cache = make_cache("era-3.0-clean", now)
+    cache["report"]["exit_code"] = -9
+    (r,) = cv.evaluate(cache, cv.Settings(Config(text="")), now)
+    assert r.state == WARN and r.summary.startswith("gnt-cluster was killed by signal 9")
+
+
+def test_a_failed_background_refresh_is_cached(tmp_path, monkeypatch):
+    paths = (str(tmp_path), str(tmp_path / cv.CACHE_FILE),
+             str(tmp_path / cv.LOCK_FILE))
+
+    def broken(*args):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(cv, "refresh", broken)
+    settings = cv.Settings(Config(text=""))
+    with pytest.raises(RuntimeError):
+        cv._background(paths, ["gnt-cluster", "verify"], settings, print)
+    cache = cv.read_cache(paths[1])
+    (r,) = cv.evaluate(cache, settings, cache["finished"] + 5)
+    assert r.state == UNKNOWN
+    assert r.summary.startswith("the background refresh failed: RuntimeError: "
+                                "disk on fire - verify ran 5 s ago")
+
+
+def test_cache_is_written_atomically_and_checked(tmp_path):
+    path = str(tmp_path / "c.json")
+    cv.write_cache(path, {"version": cv.CACHE_VERSION, "report": {},
+                          "started": 1, "finished": 2})
+    assert os.listdir(str(tmp_path)) == ["c.json"]
+    assert cv.read_cache(path)["finished"] == 2
+    for bad in ({"version": 99, "report": {}, "started": 1, "finished": 2},
+                {"version": cv.CACHE_VERSION, "report": [], "started": 1,
+                 "finished": 2}, [1, 2]):
+        cv.write_cache(path, bad)
+        with pytest.raises(ValueError):
+            cv.read_cache(path)
+    assert cv.read_cache(str(tmp_path / "none.json")) is None
