@@ -30,7 +30,8 @@ $(VPY): requirements-test.txt
 	@touch $(VPY)
 
 test: $(VPY)
-	$(VPY) -m pytest -m "not integration" $(PYTEST_ARGS)
+	@sh tools/install-debian-packages gcc qemu-system-x86 || echo "without them the tests that need a C compiler or qemu skip"
+	$(VPY) -m pytest -m "not integration" --ignore=tests/integration $(PYTEST_ARGS)
 
 PYENV_ROOT ?= $(HOME)/.pyenv
 test-all-pythons:

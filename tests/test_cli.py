@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT
+from support import ROOT
 from ganeti_cmk.localcheck import worst
 from localcheck_grammar import assert_valid_output
 

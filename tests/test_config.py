@@ -85,7 +85,7 @@ def test_durations():
 def test_example_config_shows_every_key_with_its_default():
     import os
     import re
-    from conftest import ROOT
+    from support import ROOT
     from ganeti_cmk.config import DEFAULTS
     with open(os.path.join(ROOT, "mkp", "ganeti_cmk.cfg.example")) as f:
         text = f.read()
@@ -108,7 +108,7 @@ def test_example_config_shows_every_key_with_its_default():
 
 def test_readme_documents_every_key():
     import os
-    from conftest import ROOT
+    from support import ROOT
     from ganeti_cmk.config import DEFAULTS
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import assert_valid_output, needs_root, run_agent, run_script
+from support import assert_valid_output, needs_root, run_agent, run_script
 from ganeti_cmk import procfs
 from ganeti_cmk.checks import kvm_binary
 from ganeti_cmk.localcheck import CRIT, OK, UNKNOWN, WARN

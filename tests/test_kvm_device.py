@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import needs_root
+from support import needs_root
 from ganeti_cmk.checks import kvm_device
 from ganeti_cmk.checks.kvm_device import DeviceProbe, evaluate, probe
 

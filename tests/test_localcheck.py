@@ -101,6 +101,12 @@ def test_sanitize_removes_controls_backslashes_and_caps_length():
     assert set(sanitize(string.printable)) <= set(string.printable) - set("\n\t\r\x0b\x0c\\")
 
 
+def test_undecodable_bytes_are_printable():
+    name = b"inst\xff1".decode("utf-8", "surrogateescape")
+    assert sanitize(name).encode("utf-8") == "inst\ufffd1".encode("utf-8")
+    assert sanitize("a\ud800b").encode("utf-8") == b"a?b"
+
+
 def test_many_details_are_capped():
     r = Result(OK, "s", "sum", ["d%d" % i for i in range(500)])
     fields = parse_line(render_line(r))

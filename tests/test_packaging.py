@@ -24,7 +24,7 @@ import zipfile
 import mkp
 import pytest
 
-from conftest import ROOT
+from support import ROOT
 from ganeti_cmk import __version__
 from localcheck_grammar import assert_valid_output
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import needs_root
+from support import needs_root
 from ganeti_cmk import procfs
 from kvm_doubles import (NAME, compile_library, doubles, install,  # noqa: F401
                          node, public_dir, wait_until)

@@ -12,7 +12,7 @@ import string
 import pytest
 from hypothesis import given, strategies as st
 
-from conftest import ROOT
+from support import ROOT
 from ganeti_cmk import verify
 from ganeti_cmk.verify import (CODES, ERROR, WARNING, Finding, Report, decode,
                                parse)

@@ -160,7 +160,13 @@ def sanitize(text, limit=MAX_TEXT):
     become '/' (Checkmk would read a literal backslash-n as a line break),
     and the text is cut to `limit` characters with an ellipsis.
     """
-    text = " ".join(str(text).translate(_SAFE).split())
+    text = str(text)
+    if not text.isascii():  # lone surrogates (undecodable names) crash print()
+        try:
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "replace").decode("utf-8")
+    text = " ".join(text.translate(_SAFE).split())
     if len(text) > limit:
         text = text[:limit - 3].rstrip() + "..."
     return text

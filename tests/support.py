@@ -1,0 +1,65 @@
+"""Helpers the tests share: where things are, and running a check script.
+
+(Kept out of conftest.py: pytest may load several conftest modules under the
+one name "conftest", so tests must not import from it.)
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _path in (os.path.join(ROOT, "lib"), os.path.dirname(os.path.abspath(__file__))):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from localcheck_grammar import assert_valid_output  # noqa: E402
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def run_script(name, *args, config_text=None, tmp_path=None, env=None,
+               user=None, timeout=60):
+    """Run checks/<name> as a subprocess in a clean environment.
+
+    Runs under the test's interpreter, or the system python3 with `user`.
+
+    With `tmp_path`, MK_CONFDIR and MK_VARDIR point into it and `config_text`
+    becomes $MK_CONFDIR/ganeti_cmk.cfg, so agent mode (no arguments) reads
+    it.  `user` runs the check as that uid with setpriv (needs root).
+    """
+    full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    if tmp_path is not None:
+        confdir = tmp_path / "etc"
+        vardir = tmp_path / "var"
+        confdir.mkdir(exist_ok=True)
+        vardir.mkdir(exist_ok=True)
+        full_env.update(MK_CONFDIR=str(confdir), MK_VARDIR=str(vardir))
+        if config_text is not None:
+            (confdir / "ganeti_cmk.cfg").write_text(config_text)
+    full_env.update(env or {})
+    python = sys.executable
+    if user is not None:
+        # pyenv's interpreters may not load as another user; the node's is this
+        python = SYSTEM_PYTHON
+    cmd = [python, os.path.join(ROOT, "checks", name)] + list(args)
+    if user is not None:
+        cmd = ["setpriv", "--reuid=%d" % user, "--regid=%d" % user,
+               "--clear-groups"] + cmd
+    return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True,
+                          env=full_env, timeout=timeout, cwd=ROOT)
+
+
+def run_agent(name, tmp_path, config_text=None, env=None, user=None):
+    """Run a check as the agent does; assert exit 0 and valid output.
+
+    Returns {service: fields} of the host's own services (parse_output).
+    """
+    proc = run_script(name, tmp_path=tmp_path, config_text=config_text,
+                      env=env, user=user)
+    assert proc.returncode == 0, proc.stderr
+    return assert_valid_output(proc.stdout)[None]
