@@ -760,3 +760,11 @@ def test_cache_is_written_atomically_and_checked(tmp_path):
         with pytest.raises(ValueError):
             cv.read_cache(path)
     assert cv.read_cache(str(tmp_path / "none.json")) is None
+    # a temporary file left behind (here a symlink) is replaced, not followed
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    os.symlink(str(victim), "%s.%d.tmp" % (path, os.getpid()))
+    cv.write_cache(path, {"version": cv.CACHE_VERSION, "report": {},
+                          "started": 1, "finished": 3})
+    assert victim.read_text() == "keep" and cv.read_cache(path)["finished"] == 3
+    assert sorted(os.listdir(str(tmp_path))) == ["c.json", "victim"]

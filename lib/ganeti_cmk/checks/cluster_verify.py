@@ -144,14 +144,17 @@ def write_cache(path, cache):
     """Write atomically: a reader sees the old file or the new, never half."""
     import json
     tmp = "%s.%d.tmp" % (path, os.getpid())
+    if os.path.lexists(tmp):  # left by a crashed run with our pid
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(cache, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
 
 
