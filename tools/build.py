@@ -7,10 +7,11 @@
 A built check is `#!/usr/bin/env python3` followed by a zip holding the
 library (lib/ganeti_cmk/**.py) and __main__.py, the entry script without
 its sys.path line.  It needs nothing but python3 3.9+, wherever it is
-copied to.  Next to every module sits its bytecode (module.pyc, unchecked
+copied to.  Next to every module sits its bytecode (module.pyc, checked
 hash-based) from the python3 that runs this build: a node with the same
 Python minor version skips compiling at every start, any other Python
-rejects the .pyc by its magic number and compiles the source.
+rejects the .pyc by its magic number and compiles the source (as does
+every Python for a source edited inside the zip).
 
 The same tree built by the same Python version gives the same bytes:
 members sorted, every timestamp $SOURCE_DATE_EPOCH (default: the time of
@@ -92,9 +93,9 @@ def main_module(entry):
 
 
 def bytecode(source, arcname):
-    """module.pyc for zipimport: PEP 552 unchecked hash-based bytecode."""
+    """module.pyc for zipimport: PEP 552 checked hash-based bytecode."""
     code = compile(source, arcname, "exec", dont_inherit=True)
-    return (importlib.util.MAGIC_NUMBER + (1).to_bytes(4, "little")
+    return (importlib.util.MAGIC_NUMBER + (0b11).to_bytes(4, "little")
             + importlib.util.source_hash(source) + marshal.dumps(code))
 
 
