@@ -1,0 +1,116 @@
+"""Ganeti verify against the real master, compared with gnt-cluster verify itself.
+
+Whatever this machine makes verify report (on these Firecracker guests: ENODESETUP,
+the kernel has no /proc/sysrq-trigger) is read from `gnt-cluster verify --error-codes`
+in the same test, never hard-coded; the check must report exactly that.
+"""
+
+import re
+import shutil
+
+import pytest
+
+from realcluster import in_ns
+from ganeti_cmk import ganeti
+
+pytestmark = pytest.mark.integration
+
+SERVICE = "Ganeti verify"
+# "<ctime>   - ERROR:ENODESETUP:node:node1.ganeti.test:message" (time.ctime() stamp)
+FINDING = re.compile(r"^[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4} +- "
+                     r"(ERROR|WARNING):([A-Z0-9_]+):([a-z]+):([^:]*):(.*)$")
+STATE_WORD = {"ERROR": "CRIT", "WARNING": "WARN"}
+
+
+class Verify:
+    """One real `gnt-cluster verify --error-codes` run, parsed on its own."""
+
+    def __init__(self, *extra):
+        proc = in_ns("gnt-cluster", "verify", "--error-codes", *extra,
+                     timeout=300, check=False)
+        self.exit_code = proc.returncode
+        self.output = proc.stdout + proc.stderr
+        self.findings = [m.groups() for m in map(FINDING.match, proc.stdout.splitlines()) if m]
+        assert "Submitted jobs" in proc.stdout, self.output
+
+    def count(self, severity):
+        return sum(1 for f in self.findings if f[0] == severity)
+
+    def expected_state(self):
+        return "2" if self.count("ERROR") else "1" if self.count("WARNING") else "0"
+
+
+def assert_reports(result, real):
+    """The check's service says what the real verify run said."""
+    context = "check: %r\nverify:\n%s" % (result, real.output)
+    assert result["metrics"]["ganeti_verify_errors"] == real.count("ERROR"), context
+    assert result["metrics"]["ganeti_verify_warnings"] == real.count("WARNING"), context
+    assert result["state"] == real.expected_state(), context
+    for severity, code, item_type, item, message in real.findings:
+        line = "%s %s %s: %s" % (STATE_WORD[severity], code, item, message.strip())
+        assert line in result["details"], (line, context)
+    if real.findings:
+        severity, code, _, item, _ = real.findings[0]
+        assert "%s %s" % (code, item) in result["summary"], context
+    else:
+        assert result["summary"].startswith("no errors or warnings"), context
+    assert any("exit code %d:" % real.exit_code in d for d in result["details"]), context
+
+
+@pytest.fixture(scope="module")
+def baseline(cluster):
+    """What verify finds on this machine, with no options."""
+    return Verify()
+
+
+def test_verify_refresh_reports_what_gnt_cluster_verify_finds(cluster, check, baseline):
+    real = baseline
+    services = check("ganeti_cluster_verify", "--refresh")
+    assert list(services) == [SERVICE]
+    assert_reports(services[SERVICE], real)
+    for _, _, item_type, item, _ in real.findings:
+        if item_type == "node":
+            assert item == cluster.node, real.output
+
+
+def test_ignored_error_code_follows_gnt_cluster_verify(cluster, check, baseline):
+    errors = [f for f in baseline.findings if f[0] == "ERROR"]
+    if not errors:
+        pytest.skip("verify reports no ERROR on this machine: nothing to ignore")
+    code = errors[0][1]
+    real = Verify("-I", code)
+    assert all(f[1] != code or f[0] == "WARNING" for f in real.findings), real.output
+    services = check("ganeti_cluster_verify", "--refresh",
+                     sections={"cluster_verify": {"extra_args": "-I %s" % code}})
+    assert_reports(services[SERVICE], real)
+    if real.count("ERROR") == 0:
+        assert real.exit_code == 0, real.output
+
+
+def test_role_is_master_on_the_real_ssconf(cluster, check):
+    role = ganeti.node_role(cluster.data_dir, cluster.node)
+    assert role.role == ganeti.MASTER
+    assert role.master == cluster.node
+
+
+def ssconf_copy(cluster, target, master):
+    target.mkdir()
+    for name in ("master_node", "node_list", "master_candidates", "offline_nodes",
+                 "cluster_name"):
+        shutil.copy("%s/ssconf_%s" % (cluster.data_dir, name), str(target))
+    (target / "ssconf_master_node").write_text(master + "\n")
+    return str(target)
+
+
+def test_check_is_silent_when_ssconf_names_another_master(cluster, check, tmp_path):
+    same = ssconf_copy(cluster, tmp_path / "same", cluster.node)
+    other = ssconf_copy(cluster, tmp_path / "other", "node2.ganeti.test")
+    # The copy as it is: this node is the master, the service is there.
+    services = check("ganeti_cluster_verify", "--refresh",
+                     sections={"paths": {"ganeti_data_dir": same}})
+    assert list(services) == [SERVICE]
+    # Another master: this node is only a candidate, and the check prints nothing.
+    assert ganeti.node_role(other, cluster.node).role == ganeti.CANDIDATE
+    services = check("ganeti_cluster_verify", "--refresh",
+                     sections={"paths": {"ganeti_data_dir": other}})
+    assert services == {}
