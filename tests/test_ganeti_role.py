@@ -37,9 +37,15 @@ def test_roles(cluster, node, role):
     assert r.is_master == (role == ganeti.MASTER)
 
 
-def test_not_in_a_cluster(tmp_path):
-    assert ganeti.node_role(str(tmp_path), "node1").role == ganeti.NOT_IN_CLUSTER
-    assert ganeti.node_role(str(tmp_path / "missing"), "node1").role == ganeti.NOT_IN_CLUSTER
+def test_not_in_a_cluster_never_asks_for_the_node_name(tmp_path):
+    def no_fqdn_please():
+        raise AssertionError("the node name was looked up")
+    for data_dir in (tmp_path, tmp_path / "missing"):
+        assert ganeti.node_role(str(data_dir), no_fqdn_please).role == ganeti.NOT_IN_CLUSTER
+
+
+def test_node_name_may_be_a_function(cluster):
+    assert ganeti.node_role(cluster, lambda: "Node2.example.com").role == ganeti.CANDIDATE
 
 
 def test_ssconf_lists(cluster):

@@ -69,11 +69,12 @@ def test_config_problem_raises_to_warn_and_names_the_key(capsys, monkeypatch):
     assert "[general] deadline: 'forever' is not a duration" in service["summary"]
 
 
-def test_not_applicable_prints_nothing_in_agent_mode(capsys, monkeypatch):
+def test_not_applicable_prints_nothing_on_stdout(capsys, monkeypatch):
     def elsewhere(ctx):
         raise NotApplicable("this node is not the master")
     code, out, err = agent_output(make_check(elsewhere), capsys, monkeypatch)
-    assert (code, out, err) == (0, "", "")
+    assert (code, out) == (0, "")
+    assert err == "Test service: this node is not the master\n"
     code, out, err = agent_output(make_check(elsewhere), capsys, monkeypatch,
                                   argv=["--human"])
     assert out == "" and "not the master" in err

@@ -129,7 +129,8 @@ class Config:
         for section in parser.sections():
             self._sections[section] = dict(parser.items(section))
 
-    def _problem(self, text):
+    def problem(self, text):
+        """Record a config problem (shown in the check's output)."""
         if text not in self.problems:
             self.problems.append(text)
 
@@ -138,7 +139,7 @@ class Config:
             self._checked.add(section)
             known = DEFAULTS.get(section, {})
             for unknown in sorted(set(self._sections.get(section, ())) - set(known)):
-                self._problem("[%s] %s: unknown key, ignored" % (section, unknown))
+                self.problem("[%s] %s: unknown key, ignored" % (section, unknown))
         default = DEFAULTS[section][key]
         value = self._sections.get(section, {}).get(key)
         return default, value
@@ -149,7 +150,7 @@ class Config:
             try:
                 return convert(value)
             except ValueError:
-                self._problem("[%s] %s: %r is not %s, using %s"
+                self.problem("[%s] %s: %r is not %s, using %s"
                               % (section, key, value, kind, default or "''"))
         return convert(default)
 
@@ -201,6 +202,8 @@ class Config:
 
     def node_name(self):
         """`[ganeti] node_name`, else the lower-cased FQDN as Ganeti sees it."""
-        import socket
         name = self.get_str("ganeti", "node_name")
-        return (name or socket.getfqdn()).lower().rstrip(".")
+        if not name:
+            import socket
+            name = socket.getfqdn()
+        return name.lower().rstrip(".")

@@ -6,10 +6,11 @@ reads (`[paths] ganeti_data_dir`, `ganeti_run_dir`) so tests can use fakes.
 
 import os
 
-MASTER = "master"
-CANDIDATE = "master candidate"
-REGULAR = "regular node"
-OFFLINE = "offline node"
+# Roles, worded to follow "this node is ...".
+MASTER = "the master"
+CANDIDATE = "a master candidate"
+REGULAR = "a regular node"
+OFFLINE = "an offline node"
 NOT_LISTED = "not in the node list"
 NOT_IN_CLUSTER = "not in a cluster"
 
@@ -56,13 +57,17 @@ def node_role(data_dir, node_name):
     """Decide master / candidate / regular / offline / not in a cluster.
 
     Ganeti compares `ssconf_master_node` with the lower-cased FQDN; so do we,
-    with `node_name` (from `[ganeti] node_name` or the FQDN).  An unreadable
-    ssconf file (permissions) raises OSError: that is an error, not a role.
+    with `node_name` (from `[ganeti] node_name` or the FQDN), which may be a
+    function: it is called only inside a cluster, as the FQDN can cost a DNS
+    lookup.  An unreadable ssconf file (permissions) raises OSError: that is
+    an error, not a role.
     """
-    node = node_name.lower().rstrip(".")
     master = read_ssconf(data_dir, "master_node")
     if master is None:
-        return NodeRole(NOT_IN_CLUSTER, node)
+        return NodeRole(NOT_IN_CLUSTER, None)
+    if callable(node_name):
+        node_name = node_name()
+    node = node_name.lower().rstrip(".")
     master = master.strip().lower().rstrip(".")
     cluster = read_ssconf(data_dir, "cluster_name")
     role = NodeRole(REGULAR, node, master, cluster and cluster.strip())

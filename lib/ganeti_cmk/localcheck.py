@@ -71,8 +71,8 @@ def worst(states, default=OK):
 class NotApplicable(Exception):
     """Raised by a check that has nothing to monitor on this host.
 
-    In agent mode the runner prints nothing (the service lives elsewhere);
-    by hand it prints the reason on stderr.
+    The runner prints nothing on stdout (the service lives elsewhere) and
+    the reason on stderr, which the agent discards.
     """
 
 

@@ -62,11 +62,21 @@ def _on_alarm(signum, frame):
     raise DeadlineExceeded()
 
 
+def extend_deadline(seconds):
+    """Move a running check's deadline to `seconds` from now.
+
+    For work that knowingly runs long under its own timeout (a foreground
+    gnt-cluster verify); does nothing when no deadline is armed.
+    """
+    if hasattr(signal, "getitimer") and signal.getitimer(signal.ITIMER_REAL)[0]:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
 def run_check(check, ctx):
     """Run one check under the deadline; never raises except with --debug.
 
     Returns the Results, or None when the check does not apply here (the
-    reason is then logged on stderr in manual mode).
+    reason then goes to stderr, which the agent discards).
     """
     deadline = ctx.config.get_duration("general", "deadline", minimum=1)
     use_alarm = hasattr(signal, "SIGALRM")
@@ -75,9 +85,8 @@ def run_check(check, ctx):
         signal.setitimer(signal.ITIMER_REAL, deadline)
     try:
         results = list(check.run(ctx))
-    except NotApplicable as e:
-        if not ctx.agent:
-            sys.stderr.write("%s: %s\n" % (check.service, e))
+    except NotApplicable as e:  # stdout stays empty; the agent discards stderr
+        sys.stderr.write("%s: %s\n" % (check.service, e))
         return None
     except DeadlineExceeded:
         if ctx.debug:

@@ -23,7 +23,7 @@ from .. import ganeti, verify
 from ..config import format_duration
 from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable,
                           Result, State, valid_host, worst)
-from ..runner import Check
+from ..runner import Check, extend_deadline
 
 SERVICE = "Ganeti verify"
 SECTION = "cluster_verify"
@@ -69,17 +69,16 @@ class Settings:
         self.timeout = config.get_duration(SECTION, "timeout", minimum=1)
         self.extra_args = config.get_str(SECTION, "extra_args").split()
         self.piggyback = config.get_bool(SECTION, "piggyback")
-        problems = config.problems
         self.severity = {}
         for entry in config.get_list(SECTION, "severity"):
             code, _, word = entry.partition(":")
             state = STATE_WORDS.get(word.strip().lower())
             if not code or state is None:
-                _problem(problems, "severity: %r is not CODE:ok, CODE:warn or "
+                _problem(config, "severity: %r is not CODE:ok, CODE:warn or "
                          "CODE:crit, ignored" % entry)
                 continue
-            self.severity[_code(code, "severity", problems)] = state
-        self.ignore_codes = {_code(c, "ignore_codes", problems)
+            self.severity[_code(code, "severity", config)] = state
+        self.ignore_codes = {_code(c, "ignore_codes", config)
                              for c in config.get_list(SECTION, "ignore_codes")}
         self.ignore_items = []
         items = config.get_str(SECTION, "ignore_items").split()
@@ -89,7 +88,7 @@ class Settings:
                 try:
                     self.ignore_items.append(re.compile(pattern).fullmatch)
                 except re.error as e:
-                    _problem(problems, "ignore_items: %r is not a regular "
+                    _problem(config, "ignore_items: %r is not a regular "
                              "expression (%s), ignored" % (pattern, e))
 
     def judge(self, finding):
@@ -104,16 +103,14 @@ class Settings:
         return CRIT if finding.severity == verify.ERROR else WARN
 
 
-def _problem(problems, text):
-    text = "[%s] %s" % (SECTION, text)
-    if text not in problems:
-        problems.append(text)
+def _problem(config, text):
+    config.problem("[%s] %s" % (SECTION, text))
 
 
-def _code(code, key, problems):
+def _code(code, key, config):
     code = code.strip().upper()
     if code not in verify.CODES:
-        _problem(problems, "%s: %s is not a verify error code (typo?)"
+        _problem(config, "%s: %s is not a verify error code (typo?)"
                  % (key, code))
     return code
 
@@ -251,19 +248,6 @@ def run_verify(command, timeout, keep_fds=()):
     return record
 
 
-def _extend_deadline(seconds):
-    """Let a refresh outlive `[general] deadline`: it has its own timeout.
-
-    The runner's deadline is an ITIMER_REAL alarm; move it if one is set.
-    """
-    try:
-        import _signal as signal
-    except ImportError:  # pragma: no cover - other Python implementations
-        import signal
-    if hasattr(signal, "getitimer") and signal.getitimer(signal.ITIMER_REAL)[0]:
-        signal.setitimer(signal.ITIMER_REAL, seconds)
-
-
 def refresh(paths, command, settings, wait, log):
     """Run verify under the lock and cache its result; return the record.
 
@@ -277,7 +261,7 @@ def refresh(paths, command, settings, wait, log):
     asked = time.time()
     lock = Lock(lock_path)
     patience = settings.timeout + KILL_GRACE + 10 if wait else 0
-    _extend_deadline(patience + settings.timeout + DEADLINE_GRACE)
+    extend_deadline(patience + settings.timeout + DEADLINE_GRACE)
     if not lock.acquire(wait=patience):
         if not wait:
             log("another refresh holds %s" % lock_path)
@@ -555,14 +539,14 @@ def run(ctx):
     data_dir = config.get_path("paths", "ganeti_data_dir")
     gnt_cluster = config.get_path("paths", "gnt_cluster")
     state_dir = config.get_path("paths", "state_dir")
-    node = config.node_name()
-    role = ganeti.node_role(data_dir, node)
+    role = ganeti.node_role(data_dir, config.node_name)
+    node = role.node
     if role.role == ganeti.NOT_IN_CLUSTER:
         raise NotApplicable("this node is not in a Ganeti cluster (no %s)"
                             % os.path.join(data_dir, "ssconf_master_node"))
     if not role.is_master:
         raise NotApplicable(
-            "%s is a %s; verify runs on the master %s, where the service "
+            "%s is %s; verify runs on the master %s, where the service "
             "lives" % (node, role.role, role.master))
     if not os.access(gnt_cluster, os.X_OK):
         raise NotApplicable("no executable %s ([paths] gnt_cluster)"
