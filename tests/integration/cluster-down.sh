@@ -50,7 +50,8 @@ stop_processes() {
       fi
     done
   fi
-  pids=$(printf '%s\n' $pids | sort -un | tr '\n' ' ')
+  # shellcheck disable=SC2086
+  pids=$(printf '%s\n' $pids | sort -un | xargs)
   # shellcheck disable=SC2086
   [ -z "$pids" ] || { log "stopping: $pids"; stop_pids $pids; }
   # shellcheck disable=SC2086
