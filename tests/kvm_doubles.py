@@ -177,6 +177,18 @@ class Node:
         wait_for_pidfile(pid_file, p.pid)
         return p
 
+    def spawn_in_own_mount_namespace(self, instance, binary):
+        """Start `instance` in a private mount namespace in which a tmpfs
+        over the bin dir holds a copy of `binary` at our binary's path."""
+        if not shutil.which("unshare"):
+            pytest.skip("unshare is needed")
+        pid_file = self.pid_file(instance)
+        script = ('mount -t tmpfs none "$1" && cp "$2" "$1/%s" && '
+                  'exec "$1/%s" -name "$4" -pidfile "$3"' % (NAME, NAME))
+        return self.spawn(["unshare", "--mount", "--propagation", "private",
+                           "sh", "-c", script, "sh", self.bin, binary, pid_file,
+                           instance], pid_file)
+
     def config(self, **kvm_binary):
         """The config file text pointing the check at this node."""
         values = {"process_names": NAMES, "kvm_path": self.binary()}

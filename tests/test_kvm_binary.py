@@ -410,14 +410,8 @@ def test_chrooted_instance(node, doubles, tmp_path):
 def test_other_mount_namespace(node, doubles, tmp_path):
     """An instance in its own mount namespace whose binary path shows a
     different file than ours: judged by what it sees (/proc/PID/root)."""
-    if not shutil.which("unshare"):
-        pytest.skip("unshare is needed")
     install(doubles["old"], node.binary())
-    pid_file = node.pid_file("ns1")
-    script = ('mount -t tmpfs none "$1" && cp "$2" "$1/%s" && '
-              'exec "$1/%s" -name ns1 -pidfile "$3"' % (NAME, NAME))
-    p = node.spawn(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                    script, "sh", node.bin, doubles["new"], pid_file], pid_file)
+    p = node.spawn_in_own_mount_namespace("ns1", doubles["new"])
     out = check(node, tmp_path)
     assert out["state"] == "0" and "QEMU 7.2.18" in out["summary"]
     # upgrade inside its namespace, through /proc/PID/root

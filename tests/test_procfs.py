@@ -139,14 +139,8 @@ def test_chrooted_process_shows_host_paths(node, doubles, tmp_path):
 def test_other_mount_namespace_uses_proc_pid_root(node, doubles):
     """A tmpfs mounted over the bin dir in the process's own namespace
     hides a different file at the same path: only /proc/PID/root sees it."""
-    if not shutil.which("unshare"):
-        pytest.skip("unshare is needed")
     install(doubles["old"], node.binary())
-    pid_file = node.pid_file("ns1")
-    script = ('mount -t tmpfs none "$1" && cp "$2" "$1/%s" && '
-              'exec "$1/%s" -name ns1 -pidfile "$3"' % (NAME, NAME))
-    p = node.spawn(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                    script, "sh", node.bin, doubles["new"], pid_file], pid_file)
+    p = node.spawn_in_own_mount_namespace("ns1", doubles["new"])
     exe = procfs.exe(PROC, p.pid)
     assert exe.path == node.binary() and not exe.deleted
     assert procfs.disk_path(PROC, p.pid, exe.path) == "/proc/%d/root%s" % (
