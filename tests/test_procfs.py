@@ -1,7 +1,6 @@
 """procfs readers against real processes (and a few /proc-like fakes)."""
 
 import os
-import shutil
 import signal
 import subprocess
 
