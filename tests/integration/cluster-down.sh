@@ -16,6 +16,7 @@ case "${1:-}" in
   *) echo "usage: $0 [--purge]" >&2; exit 2 ;;
 esac
 [ "$(id -u)" = 0 ] || { log "not root: nothing to tear down"; exit 0; }
+if foreign=$(foreign_cluster); then die "refusing: $GNT_DATA belongs to the cluster $foreign"; fi
 
 destroy_cluster() {
   # Only when luxid is alive: with it dead every client call blocks for 30 s.

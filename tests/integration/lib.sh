@@ -66,6 +66,17 @@ skip_reason() {
   if ! command -v unshare >/dev/null || ! command -v ip >/dev/null; then
     echo "util-linux unshare or iproute2 ip missing"; return
   fi
+  local foreign
+  if foreign=$(foreign_cluster); then
+    echo "this machine is a node of the Ganeti cluster $foreign, which the harness would destroy"
+  fi
+}
+
+# Prints the name of a Ganeti cluster on this machine that is not the harness's own.
+foreign_cluster() {
+  local name
+  name=$(cat "$GNT_DATA/ssconf_cluster_name" 2>/dev/null) || return 1
+  [ "$name" != "$IT_CLUSTER" ] && echo "$name"
 }
 
 # True when PID is a live (not zombie) process, whose comm is $2 if given.
