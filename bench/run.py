@@ -1,0 +1,871 @@
+#!/usr/bin/env python3
+"""make bench: what each check costs, how it grows, against the floor and
+against needrestart; writes docs/benchmarks.md.
+
+    bench/run.py [--quick] [--runs N] [--checks DIR] [--python PATH]
+                 [--output FILE] [--workdir DIR]
+
+Every number is a median of runs interleaved round by round (A B C, B C A,
+...) with `python3 -c pass` on the same interpreter, after warm-up rounds,
+so machine noise hits all commands alike and the ratios hold on a busy
+machine.  A built check is measured as the agent runs it: executed through
+its shebang with only PATH, MK_CONFDIR and MK_VARDIR set, stdin /dev/null,
+cwd its directory; wall time from posix_spawn to wait4, CPU time (user +
+sys) and peak RSS from wait4's rusage.  Every run's output is validated.
+
+Loads are real processes: `sleep`s in a process group of their own, and
+qemu stand-ins (tests/kvm_doubles.py) with Ganeti's pid and runtime files,
+every tenth started on a binary that is then replaced the dpkg way.  All of
+them are killed on exit, on Ctrl-C and on SIGTERM.
+
+Runs under the test virtualenv (tests/kvm_doubles.py imports pytest); needs
+gcc, and needrestart for the comparison (make bench installs both).
+"""
+
+import argparse
+import configparser
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _path in (os.path.join(ROOT, "lib"), os.path.join(ROOT, "tests"),
+              os.path.join(ROOT, "bench")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+import kvm_doubles  # noqa: E402
+import verify_output  # noqa: E402
+from ganeti_cmk.config import Config  # noqa: E402
+from localcheck_grammar import assert_valid_output  # noqa: E402
+
+CHECKS = ("ganeti_kvm_device", "ganeti_kvm_binary", "ganeti_cluster_verify")
+AGENT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+FAKE_GNT = os.path.join(ROOT, "tests", "fake_gnt_cluster")
+SLEEP_SECONDS = "3600"  # a backstop: the sleeps end even if cleanup never runs
+REPLACED_EVERY = 10     # instance 0, 10, 20, ... runs a replaced binary
+OTHER_MASTER = "master.example.com"
+MEASURE = []            # bench/measure.c, compiled (build_measure)
+
+FULL = {"runs": 20, "warmup": 3, "sleeps": (100, 1000, 5000),
+        "instances": (1, 10, 100, 500), "fixed_instances": 10,
+        "reference": (1000, 100), "verify_cached": (10, 1000),
+        "parser": (10, 1000, 100000), "import_runs": 5}
+QUICK = {"runs": 2, "warmup": 1, "sleeps": (20, 50), "instances": (1, 3),
+         "fixed_instances": 2, "reference": (50, 3), "verify_cached": (10, 100),
+         "parser": (10, 100, 1000), "import_runs": 1}
+TARGETS = {"check": 2.0, "cached_verify": 1.5, "needrestart": 20.0,
+           "parser_seconds": 1.0, "rss_mb": 30.0}
+
+
+class BenchError(Exception):
+    """A command misbehaved: the numbers would not mean what they say."""
+
+
+def log(text):
+    sys.stderr.write("bench: %s\n" % text)
+    sys.stderr.flush()
+
+
+# ---------------------------------------------------------------- measuring
+
+class Run:
+    __slots__ = ("wall", "cpu", "rss_kb", "code", "stdout", "stderr")
+
+    def __init__(self, wall, cpu, rss_kb, code, stdout, stderr):
+        self.wall, self.cpu, self.rss_kb = wall, cpu, rss_kb
+        self.code, self.stdout, self.stderr = code, stdout, stderr
+
+
+def run_once(argv, env, scratch):
+    """Run argv once under bench/measure.c (stdin /dev/null, output to
+    files); a Run."""
+    out_path, err_path, result = (scratch + ext for ext in (".out", ".err", ".result"))
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                   (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
+                   (os.POSIX_SPAWN_DUP2, err.fileno(), 2)]
+        pid = os.posix_spawn(MEASURE[0], MEASURE + [result] + argv, env,
+                             file_actions=actions)
+        _, status, _ = os.wait4(pid, 0)
+    if status != 0:
+        raise BenchError("measure %s: wait status %d" % (argv[0], status))
+    with open(result) as f:
+        wall_ns, user_us, sys_us, rss_kb, child = (int(n) for n in f.read().split())
+    with open(out_path, encoding="utf-8", errors="replace") as f:
+        stdout = f.read()
+    with open(err_path, encoding="utf-8", errors="replace") as f:
+        stderr = f.read()
+    return Run(wall_ns / 1e9, (user_us + sys_us) / 1e6, rss_kb,
+               os.waitstatus_to_exitcode(child), stdout, stderr)
+
+
+def build_measure(workdir):
+    """Compile bench/measure.c; later runs go through it."""
+    path = os.path.join(workdir, "measure")
+    subprocess.run(["gcc", "-O2", "-o", path, os.path.join(ROOT, "bench", "measure.c")],
+                   check=True, timeout=60)
+    MEASURE[:] = [path]
+
+
+class Command:
+    """One measured command; `expect(run)` raises BenchError on bad output."""
+
+    def __init__(self, label, argv, env, expect):
+        self.label = label
+        self.argv = argv
+        self.env = env
+        self.expect = expect
+        self.runs = []       # the measured Runs, warm-up excluded
+        self.output = None   # stdout of the first run
+
+    def median(self, field):
+        return statistics.median(getattr(r, field) for r in self.runs)
+
+    def rss_max_mb(self):
+        return max(r.rss_kb for r in self.runs) / 1024.0
+
+
+def measure(commands, runs, warmup, scratch):
+    """Interleave the commands round by round, rotating the order."""
+    for cmd in commands:
+        cmd.runs = []
+    for n in range(warmup + runs):
+        shift = n % len(commands)
+        for cmd in commands[shift:] + commands[:shift]:
+            run = run_once(cmd.argv, cmd.env, scratch)
+            try:
+                cmd.expect(run)
+            except AssertionError as e:  # from the local-check validator
+                raise BenchError("%s: invalid output (%s):\n%s"
+                                 % (cmd.label, e, run.stdout[:2000]))
+            if cmd.output is None:
+                cmd.output = run.stdout
+            if n >= warmup:
+                cmd.runs.append(run)
+
+
+def exited_0(run):
+    if run.code != 0:
+        raise BenchError("exit code %d: %s" % (run.code, run.stderr[-2000:]))
+
+
+def agent_output(service=None, **metrics):
+    """expect(): exit 0 and valid local-check lines (stderr, which the agent
+    discards, may say why a check does not apply); with `service`, that
+    service with these metric values; else no output."""
+    def expect(run):
+        exited_0(run)
+        services = assert_valid_output(run.stdout)[None]
+        if service is None:
+            if run.stdout:
+                raise BenchError("expected no output, got %r" % run.stdout[:500])
+            return
+        if service not in services:
+            raise BenchError("no %r service in %r" % (service, run.stdout[:500]))
+        found = services[service]["metrics"]
+        for name, value in metrics.items():
+            if found.get(name) != value:
+                raise BenchError("%s: %s is %s, expected %s (%s)" % (
+                    service, name, found.get(name), value, run.stdout[:300]))
+    return expect
+
+
+def anything(run):
+    pass
+
+
+# ------------------------------------------------------------------ the load
+
+class held_signals:
+    """Hold off Ctrl-C, SIGTERM and SIGHUP (they arrive afterwards), so
+    that no sleep is started without being recorded for close().  Children
+    inherit the mask: give them an empty one."""
+
+    SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+    def __enter__(self):
+        self.previous = signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)
+
+    def __exit__(self, *exc):
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.previous)
+
+
+class Load:
+    """`sleep` processes and qemu stand-in instances; close() kills them."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.sleep = shutil.which("sleep") or "/bin/sleep"
+        self.sleepers = []   # pids; one process group, led by the first
+        self.instances = {}  # index -> (name, Popen, replaced)
+        self.node = kvm_doubles.Node(os.path.join(workdir, "node"))
+        doubles = os.path.join(workdir, "doubles")
+        os.makedirs(doubles)
+        self.old = kvm_doubles.compile_double(doubles, kvm_doubles.OLD, "old")
+        self.new = kvm_doubles.compile_double(doubles, kvm_doubles.NEW, "new")
+        kvm_doubles.install(self.new, self.node.binary())
+        self.upgraded = os.path.join(self.node.root, "upgraded", kvm_doubles.NAME)
+        os.makedirs(os.path.dirname(self.upgraded))
+
+    def set_sleepers(self, count):
+        with held_signals():
+            self._set_sleepers(count)
+
+    def _set_sleepers(self, count):
+        while len(self.sleepers) > count:
+            pid = self.sleepers.pop()
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                   (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                   (os.POSIX_SPAWN_DUP2, 1, 2)]
+        # argv[0] names the work dir, so a leftover would be easy to find
+        argv = [os.path.join(self.workdir, "sleep"), SLEEP_SECONDS]
+        while len(self.sleepers) < count:
+            group = self.sleepers[0] if self.sleepers else 0
+            self.sleepers.append(os.posix_spawn(
+                self.sleep, argv, {}, file_actions=actions, setpgroup=group,
+                setsigmask=()))  # not the held signals
+
+    def set_instances(self, count):
+        """Instances 0..count-1; every REPLACED_EVERY-th runs a binary
+        replaced after it started (old version, deleted inode).  Node.start
+        records each process at once, for Node.stop_all()."""
+        node = self.node
+        for index in sorted(self.instances, reverse=True)[:max(0, len(self.instances) - count)]:
+            name, proc, _ = self.instances.pop(index)
+            proc.kill()
+            proc.wait(timeout=20)
+            os.unlink(node.pid_file(name))
+            os.unlink(os.path.join(node.kvm_dir, "conf", name + ".runtime"))
+        new = [i for i in range(count) if i not in self.instances]
+        replaced = [i for i in new if i % REPLACED_EVERY == 0]
+        if replaced:
+            kvm_doubles.install(self.old, self.upgraded)
+            for i in replaced:
+                self._start(i, self.upgraded, True)
+            kvm_doubles.install(self.new, self.upgraded)
+        for i in new:
+            if i not in replaced:
+                self._start(i, node.binary(), False)
+
+    def _start(self, index, kvm_path, replaced):
+        name = "inst%04d.example.com" % index
+        self.instances[index] = (name, self.node.start(name, kvm_path), replaced)
+
+    def replaced(self):
+        return sum(1 for _, _, r in self.instances.values() if r)
+
+    def close(self):
+        """Kill everything, Ctrl-C and SIGTERM held off until it is done."""
+        with held_signals():
+            if self.sleepers:
+                os.killpg(self.sleepers[0], signal.SIGKILL)  # our unreaped child
+                for pid in self.sleepers:
+                    os.waitpid(pid, 0)
+                self.sleepers = []
+            self.node.stop_all()
+
+
+def process_count():
+    return sum(1 for name in os.listdir("/proc") if name.isdigit())
+
+
+# ----------------------------------------------------------------- the setup
+
+def agent_env(python, confdir, vardir, **extra):
+    """The agent's environment, with `python` as the shebang's python3."""
+    path = AGENT_PATH
+    found = shutil.which("python3", path=path)
+    if not found or not os.path.samefile(found, python):
+        path = os.path.dirname(python) + ":" + path
+        found = shutil.which("python3", path=path)
+        if not found or not os.path.samefile(found, python):
+            raise BenchError("the checks' shebang (env python3) would not run %s"
+                             % python)
+    env = {"PATH": path, "MK_CONFDIR": confdir, "MK_VARDIR": vardir}
+    env.update(extra)
+    return env
+
+
+def write_config(confdir, node, **paths):
+    """ganeti_cmk.cfg: the bench node's [kvm_binary] and [paths] (from
+    Node.config()), these [paths] on top; verify results never go stale
+    during the run (the measured path is the same)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(node.config())
+    parser["paths"].update(paths)
+    parser["cluster_verify"] = {"max_age": "1d"}
+    os.makedirs(confdir)
+    with open(os.path.join(confdir, "ganeti_cmk.cfg"), "w") as f:
+        parser.write(f)
+
+
+def write_ssconf(data_dir, master, nodes):
+    os.makedirs(data_dir, exist_ok=True)
+    for key, value in (("master_node", master), ("cluster_name", "bench.example.com"),
+                       ("node_list", "\n".join(nodes))):
+        with open(os.path.join(data_dir, "ssconf_" + key), "w") as f:
+            f.write(value + "\n")
+
+
+def empty_zipapp(path):
+    """A built check that does nothing: the floor of the zipapp format
+    (env, interpreter, zipimport, runpy), made with tools/build.py's parts."""
+    spec = importlib.util.spec_from_file_location(
+        "build", os.path.join(ROOT, "tools", "build.py"))
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    with open(path, "wb") as f:
+        f.write(build.SHEBANG)
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+            zf.writestr("__main__.py", b"")
+            zf.writestr("__main__.pyc", build.bytecode(b"", "__main__.py"))
+    os.chmod(path, 0o755)
+
+
+class Setup:
+    """Configs, ssconf trees and verify caches for the agent-mode runs."""
+
+    def __init__(self, args, load):
+        self.args = args
+        self.load = load
+        work = args.workdir
+        node = load.node
+        self.vardir = os.path.join(work, "var")
+        os.makedirs(self.vardir)
+        fqdn = Config(text="").node_name()  # what the check compares, unset
+        write_ssconf(node.data_dir, fqdn, [fqdn, "node2.example.com"])
+        other = os.path.join(work, "other-ganeti")
+        write_ssconf(other, OTHER_MASTER, [OTHER_MASTER, fqdn])
+        self.confdir = os.path.join(work, "etc")
+        write_config(self.confdir, node, gnt_cluster=FAKE_GNT)
+        self.bare_confdir = os.path.join(work, "etc-none")  # no config file
+        os.makedirs(self.bare_confdir)
+        self.other_confdir = os.path.join(work, "etc-other")
+        write_config(self.other_confdir, node, gnt_cluster=FAKE_GNT,
+                     ganeti_data_dir=other)
+        self.verify = {}  # findings -> (confdir, fake log)
+        for findings in args.sizes["verify_cached"]:
+            if findings == args.sizes["verify_cached"][0]:
+                confdir = self.confdir  # the one config all checks share
+            else:
+                confdir = os.path.join(work, "etc-%d" % findings)
+                write_config(confdir, node, gnt_cluster=FAKE_GNT,
+                             state_dir=os.path.join(work, "state-%d" % findings))
+            case = os.path.join(work, "verify-%d" % findings)
+            with open(case + ".out", "w") as f:
+                f.write(verify_output.generate(findings))
+            with open(case + ".rc", "w") as f:
+                f.write("1\n")
+            gnt_log = case + ".log"
+            self.verify[findings] = (confdir, gnt_log)
+            # the check itself runs verify (the fake) once and caches it
+            run = run_once([self.check("ganeti_cluster_verify"), "--refresh"],
+                           self.env(confdir, FAKE_GNT_CASE=case,
+                                    FAKE_GNT_LOG=gnt_log),
+                           os.path.join(work, "refresh"))
+            services = assert_valid_output(run.stdout)[None]
+            metrics = services.get("Ganeti verify", {}).get("metrics", {})
+            if (run.code != 0 or metrics.get("ganeti_verify_errors", 0)
+                    + metrics.get("ganeti_verify_warnings", 0) != findings):
+                raise BenchError("verify --refresh did not cache %d findings: %s %s"
+                                 % (findings, run.stdout[:500], run.stderr[-500:]))
+
+    def check(self, name):
+        return os.path.join(self.args.checks, name)
+
+    def env(self, confdir=None, **extra):
+        return agent_env(self.args.python, confdir or self.confdir, self.vardir,
+                         **extra)
+
+    def baseline(self):
+        return Command("python3 -c pass", [self.args.python, "-c", "pass"],
+                       self.env(), exited_0)
+
+    def kvm_binary(self):
+        load = self.load
+        return Command("ganeti_kvm_binary", [self.check("ganeti_kvm_binary")],
+                       self.env(), agent_output(
+                           "KVM binary versions",
+                           kvm_processes=float(len(load.instances)),
+                           kvm_outdated=float(load.replaced())))
+
+    def agent_commands(self):
+        """Every check as the agent runs it, with the floors."""
+        cmds = [self.baseline(),
+                Command("empty zipapp (floor)", [self.args.empty], self.env(),
+                        agent_output()),
+                Command("ganeti_kvm_device", [self.check("ganeti_kvm_device")],
+                        self.env(), agent_output("KVM device")),
+                Command("ganeti_kvm_device (no config file)",
+                        [self.check("ganeti_kvm_device")],
+                        self.env(self.bare_confdir), agent_output("KVM device")),
+                self.kvm_binary()]
+        for findings, (confdir, gnt_log) in sorted(self.verify.items()):
+            cmds.append(Command(
+                "ganeti_cluster_verify (master, cached, %s findings)"
+                % "{:,}".format(findings), [self.check("ganeti_cluster_verify")],
+                self.env(confdir, FAKE_GNT_LOG=gnt_log),
+                agent_output("Ganeti verify")))
+        cmds.append(Command(
+            "ganeti_cluster_verify (other node)",
+            [self.check("ganeti_cluster_verify")],
+            self.env(self.other_confdir), agent_output()))
+        return cmds
+
+    def verify_runs(self):
+        """How often the fake gnt-cluster ran, per cached size."""
+        counts = {}
+        for findings, (_, gnt_log) in self.verify.items():
+            with open(gnt_log) as f:
+                counts[findings] = len(f.read().splitlines())
+        return counts
+
+
+def import_times(argv, env, runs, scratch):
+    """{module: self import time in s}, the minimum over `runs` runs."""
+    best = {}
+    env = dict(env, PYTHONPROFILEIMPORTTIME="1")
+    for _ in range(runs):
+        run = run_once(argv, env, scratch)
+        for line in run.stderr.splitlines():
+            if not line.startswith("import time:") or "|" not in line:
+                continue
+            fields = line[len("import time:"):].split("|")
+            try:
+                self_us = int(fields[0])
+            except ValueError:
+                continue  # the header
+            module = fields[2].strip()
+            best[module] = min(best.get(module, self_us), self_us)
+    return {m: us / 1e6 for m, us in best.items()}
+
+
+# ---------------------------------------------------------------- the report
+
+def ms(seconds):
+    return "%.1f" % (seconds * 1000)
+
+
+def ratio(a, b):
+    return a / b if b else float("inf")
+
+
+def machine(python):
+    """(label, value) rows describing this machine and this run."""
+    def first(path, key, sep=":"):
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith(key):
+                        return line.split(sep, 1)[1].strip().strip('"')
+        except OSError:
+            pass
+        return "unknown"
+
+    def output(cmd):
+        try:
+            return subprocess.run(cmd, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, universal_newlines=True,
+                                  timeout=30).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    commit = output(["git", "-C", ROOT, "rev-parse", "--short=12", "HEAD"]) or "unknown"
+    if output(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no",
+               "--", "lib", "checks", "bench", "tools"]):
+        commit += " (with uncommitted changes in lib, checks, bench or tools)"
+    memory = first("/proc/meminfo", "MemTotal").split()[0]
+    return [
+        ("CPU", "%s, %d cores" % (first("/proc/cpuinfo", "model name"),
+                                  os.cpu_count() or 0)),
+        ("memory", "%.1f GiB" % (int(memory) / 1048576.0) if memory.isdigit() else memory),
+        ("OS, kernel", "%s, Linux %s" % (first("/etc/os-release", "PRETTY_NAME", "="),
+                                         platform.release())),
+        ("python3 of the checks", "%s (%s)" % (python, output([
+            python, "-c", "import sys; print(sys.version.split()[0])"]))),
+        ("needrestart", output(["dpkg-query", "-W", "-f", "${Version}",
+                                "needrestart"]) or "not installed"),
+        ("date", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())),
+        ("git commit", commit),
+    ]
+
+
+def first_line(text, width=150):
+    line = (text.splitlines() or ["(no output)"])[0]
+    return line if len(line) <= width else line[:width - 3] + "..."
+
+
+def above_floor(cmd, base, floor, imports, label):
+    """What a check costs above `python3 -c pass`, and of what."""
+    extra = {m: t for m, t in imports[label].items()
+             if m not in imports["empty zipapp (floor)"]}
+    top = sorted(extra.items(), key=lambda mt: -mt[1])[:4]
+    above = cmd.median("wall") - base.median("wall")
+    zipapp = floor.median("wall") - base.median("wall")
+    own = sum(extra.values())
+    rest = above - zipapp - own
+    return ("%s ms above `python3 -c pass`: the zipapp floor (env, zipimport, "
+            "runpy) %s ms, the check's imports %s ms (%s), %s" % (
+                ms(above), ms(zipapp), ms(own),
+                ", ".join("%s %s" % (m, ms(t)) for m, t in top) or "none",
+                "the rest (its work, reading the zip) about %s ms" % ms(rest)
+                if rest >= 0.0005 else "which leaves nothing measurable for its "
+                "work"))
+
+
+def render(r):
+    """docs/benchmarks.md from the results dict."""
+    sizes = r["sizes"]
+    out = ["# Benchmarks", "",
+           "Generated by `make bench` (`bench/run.py`); do not edit by hand. "
+           "The run took %.0f s." % r["duration"], ""]
+    if r["quick"]:
+        out += ["**Quick mode (a smoke test of the benchmark): 2 runs, tiny "
+                "loads; these numbers mean nothing.**", ""]
+    out += ["## Machine", "", "| | |", "| --- | --- |"]
+    out += ["| %s | %s |" % row for row in r["machine"]]
+    out += ["| load average (1 min) at start, end | %.2f, %.2f |" % r["loadavg"], ""]
+    out += ["## Method", "",
+            "Each command runs %d times after %d warm-up rounds, interleaved "
+            "round by round with `python3 -c pass` (A B C, B C A, ...), so noise "
+            "from other processes hits all alike; the tables show medians and "
+            "ratios to `python3 -c pass` from the same rounds. The built checks "
+            "(`make build`, bytecode of the same Python) are executed through "
+            "their `#!/usr/bin/env python3` as the agent does: only PATH, "
+            "MK_CONFDIR and MK_VARDIR in the environment, stdin /dev/null, cwd "
+            "their directory. Each runs as the child of a small C program "
+            "(`bench/measure.c`): wall time from `fork` to `wait4`, CPU time "
+            "(user + sys) and peak RSS from `wait4`'s rusage (forked from "
+            "the Python harness itself, a child's peak RSS would count the "
+            "harness's pages). Every run's output is validated (local-check "
+            "grammar, expected service and metrics)." % (r["runs"], r["warmup"]), "",
+            "Loads are real processes: `sleep`s, and qemu stand-ins "
+            "(`tests/kvm_doubles.py`, a small C program with a Ganeti-style "
+            "argv) with Ganeti's pid and runtime files; every tenth instance "
+            "runs a binary replaced after it started, the dpkg way. `Ganeti "
+            "verify` prints a result cached by its own `--refresh` (through "
+            "`tests/fake_gnt_cluster`) on a fake master whose "
+            "`ssconf_master_node` is this machine's FQDN, as the check "
+            "determines it; the fake's log proves that no refresh ran while "
+            "measuring. \"Processes\" counts every pid in /proc, other "
+            "users' included.", ""]
+
+    ref = r["reference"]
+    cmds = ref["commands"]
+    base = cmds["python3 -c pass"]
+    targets = []
+    for label in check_labels(cmds):
+        cmd = cmds[label]
+        limit = TARGETS["cached_verify"] if "cached" in label else TARGETS["check"]
+        q = ratio(cmd.median("wall"), base.median("wall"))
+        why = "" if q <= limit else above_floor(cmd, base, cmds["empty zipapp (floor)"],
+                                               r["imports"], label)
+        targets.append(("`%s` at most %.1fx `python3 -c pass` (wall)" % (label, limit),
+                        "%.2fx (CPU %.2fx)" % (q, ratio(cmd.median("cpu"),
+                                                          base.median("cpu"))),
+                        q <= limit, why))
+    nr = cmds.get("needrestart -p")
+    if nr is not None:
+        q = ratio(nr.median("wall"), cmds["ganeti_kvm_binary"].median("wall"))
+        targets.append(("`ganeti_kvm_binary` at least %.0fx faster than "
+                        "`needrestart -p` (wall)" % TARGETS["needrestart"],
+                        "%.1fx (CPU %.1fx)" % (q, ratio(
+                            nr.median("cpu"), cmds["ganeti_kvm_binary"].median("cpu"))),
+                        q >= TARGETS["needrestart"], ""))
+    else:
+        targets.append(("`ganeti_kvm_binary` at least %.0fx faster than "
+                        "`needrestart -p`" % TARGETS["needrestart"],
+                        "not measured: needrestart is not installed", False, ""))
+    biggest = r["parser"]["sizes"][-1]
+    targets.append(("parser: %s findings in under %.0f s" % (
+        "{:,}".format(biggest["findings"]), TARGETS["parser_seconds"]),
+        "%.3f s" % biggest["median"], biggest["median"] < TARGETS["parser_seconds"], ""))
+    rss = r["rss_max"]
+    worst_rss = max(rss.values())
+    targets.append(("peak RSS under %.0f MB per check" % TARGETS["rss_mb"],
+                    "%.1f MB at most (%s)" % (worst_rss, max(rss, key=rss.get)),
+                    worst_rss < TARGETS["rss_mb"], ""))
+
+    out += ["## Targets (issue 7)", "",
+            "On the reference load: %s processes (%s `sleep`s), %d stand-in "
+            "instances, %d of them on a replaced binary." % (
+                "{:,}".format(ref["processes"]), "{:,}".format(sizes["reference"][0]),
+                ref["instances"], ref["replaced"]), "",
+            "| target | measured | |", "| --- | --- | --- |"]
+    out += ["| %s | %s | %s |" % (t, m, "met" if ok else "**not met**")
+            for t, m, ok, _ in targets]
+    limits = [(t, why) for t, _, ok, why in targets if why]
+    if limits:
+        floor = cmds["empty zipapp (floor)"]
+        out += ["", "What limits the targets not met (attributed with "
+                "`-X importtime`, minimum of %d runs; its own overhead makes "
+                "import times slightly high). The zipapp format alone, a built "
+                "check that does nothing, costs %.2fx `python3 -c pass`." % (
+                    r["import_runs"], ratio(floor.median("wall"), base.median("wall"))), ""]
+        out += ["- %s: %s." % (t, why) for t, why in limits]
+    out.append("")
+
+    out += ["## Each check in agent mode", "",
+            "Reference load as above. Every check reads one config file (it "
+            "points them at the load), except the row that says otherwise: "
+            "a node with the defaults has none. The empty zipapp is a built "
+            "check with an empty `__main__.py`: the cost of the packaging "
+            "format itself.", "",
+            "| command | wall ms | x pass | CPU ms | x pass | RSS MB (max) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for label, cmd in cmds.items():
+        out.append("| %s | %s | %.2f | %s | %.2f | %.1f (%.1f) |" % (
+            label, ms(cmd.median("wall")), ratio(cmd.median("wall"), base.median("wall")),
+            ms(cmd.median("cpu")), ratio(cmd.median("cpu"), base.median("cpu")),
+            cmd.median("rss_kb") / 1024.0, cmd.rss_max_mb()))
+    out += ["", "What each printed (first line):", ""]
+    out += ["- %s: `%s`" % (label, first_line(cmd.output).replace("`", "'"))
+            for label, cmd in cmds.items() if label != "python3 -c pass"]
+    out += ["", "`Ganeti verify`'s fake gnt-cluster ran once per cached result "
+            "(the `--refresh` that made it), not while measuring: %s." % ", ".join(
+                "%s findings: %d" % ("{:,}".format(k), v)
+                for k, v in sorted(r["verify_runs"].items())), ""]
+
+    out += ["## KVM binary versions: scaling", "",
+            "`ganeti_kvm_binary` against `python3 -c pass` in the same rounds.", "",
+            "| sleeps | processes | instances | replaced | wall ms | CPU ms | "
+            "x pass (wall) | RSS MB (max) |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for p in r["scaling"]:
+        out.append("| %s | %s | %d | %d | %s | %s | %.2f | %.1f |" % (
+            "{:,}".format(p["sleeps"]), "{:,}".format(p["processes"]), p["instances"],
+            p["replaced"], ms(p["wall"]), ms(p["cpu"]), p["ratio"], p["rss_mb"]))
+    out += ["", "- " + r["growth"]["processes"], "- " + r["growth"]["instances"], ""]
+
+    parser = r["parser"]
+    out += ["## Ganeti verify: parser throughput", "",
+            "`ganeti_cmk.verify.parse()` timed in-process under %s on generated "
+            "`gnt-cluster verify --error-codes` output (`bench/verify_output.py`: "
+            "sections, timestamps, seven codes, one finding in seven with a "
+            "SafeEncode escape); median of the runs shown. The first parse in a "
+            "process also compiles the regular expressions: %s ms for 10 "
+            "findings. Peak RSS of that process: %.1f MB." % (
+                r["python"], ms(parser["first_parse"]), parser["rss_mb"]), "",
+            "| findings | lines | MB | runs | median ms | findings/s |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for s in parser["sizes"]:
+        out.append("| %s | %s | %.2f | %d | %s | %s |" % (
+            "{:,}".format(s["findings"]), "{:,}".format(s["lines"]),
+            s["bytes"] / 1e6, s["runs"], "%.3f" % (s["median"] * 1000),
+            "{:,.0f}".format(s["findings"] / s["median"])))
+    out.append("")
+
+    out += ["## Against needrestart", ""]
+    if nr is None:
+        out += ["needrestart is not installed (`make bench` installs it).", ""]
+    else:
+        kb = cmds["ganeti_kvm_binary"]
+        out += ["`needrestart -p` (Nagios mode, what a monitoring system would "
+                "run every minute) on the reference load, interleaved with the "
+                "checks above: %s ms wall, %s ms CPU, %.1f MB RSS; "
+                "`ganeti_kvm_binary` %s ms wall, %s ms CPU: **%.1fx** faster "
+                "(wall), %.1fx less CPU. needrestart also names no Ganeti "
+                "instance: it printed `%s`." % (
+                    ms(nr.median("wall")), ms(nr.median("cpu")), nr.rss_max_mb(),
+                    ms(kb.median("wall")), ms(kb.median("cpu")),
+                    ratio(nr.median("wall"), kb.median("wall")),
+                    ratio(nr.median("cpu"), kb.median("cpu")),
+                    first_line(nr.output).replace("`", "'")), ""]
+
+    out += ["## Memory", "", "Peak RSS of each check over every measured run "
+            "(all loads), against %.1f MB for `python3 -c pass`:" % (
+                base.rss_max_mb()), "",
+            "| check | peak RSS MB |", "| --- | ---: |"]
+    out += ["| %s | %.1f |" % (label, mb) for label, mb in sorted(rss.items())]
+    out.append("")
+    return "\n".join(out)
+
+
+def check_labels(cmds):
+    """The labels of the checks' commands, in measuring order."""
+    return [label for label in cmds if label.startswith("ganeti_")]
+
+
+def growth(points, key, what):
+    """One line: how time grows from the first point to the last."""
+    a, b = points[0], points[-1]
+    span = b[key] - a[key]
+    per = (b["cpu"] - a["cpu"]) / span if span else 0.0
+    unit, scale = ("1,000 processes", 1000) if key == "processes" else ("instance", 1)
+    return ("%s: from %s to %s %s, %s ms to %s ms wall (%s to %s ms CPU), "
+            "about %.2f ms CPU per %s." % (
+                what, "{:,}".format(a[key]), "{:,}".format(b[key]), key,
+                ms(a["wall"]), ms(b["wall"]), ms(a["cpu"]), ms(b["cpu"]),
+                per * scale * 1000, unit))
+
+
+# ------------------------------------------------------------------ the run
+
+def scaling_point(setup, load, args, scratch):
+    base, check = setup.baseline(), setup.kvm_binary()
+    measure([base, check], args.runs, args.warmup, scratch)
+    return {"sleeps": len(load.sleepers), "processes": process_count(),
+            "instances": len(load.instances), "replaced": load.replaced(),
+            "wall": check.median("wall"), "cpu": check.median("cpu"),
+            "ratio": ratio(check.median("wall"), base.median("wall")),
+            "rss_mb": check.rss_max_mb()}
+
+
+def bench(args):
+    sizes = args.sizes
+    started = time.time()
+    loadavg = os.getloadavg()[0]
+    scratch = os.path.join(args.workdir, "run")
+    build_measure(args.workdir)
+    args.empty = os.path.join(args.workdir, "empty", "ganeti_empty")
+    os.makedirs(os.path.dirname(args.empty))
+    empty_zipapp(args.empty)
+    load = Load(args.workdir)
+    try:
+        setup = Setup(args, load)
+        rss = {}
+        scaling = []
+        ref_sleeps, ref_instances = sizes["reference"]
+        log("KVM binary versions with %d instances, %s sleeps" % (
+            sizes["fixed_instances"], " / ".join(map(str, sizes["sleeps"]))))
+        load.set_instances(sizes["fixed_instances"])
+        for count in sizes["sleeps"]:
+            load.set_sleepers(count)
+            scaling.append(scaling_point(setup, load, args, scratch))
+        load.set_sleepers(ref_sleeps)
+        log("KVM binary versions with %d sleeps, %s instances" % (
+            ref_sleeps, " / ".join(map(str, sizes["instances"]))))
+        reference = None
+        for count in sizes["instances"]:
+            load.set_instances(count)
+            scaling.append(scaling_point(setup, load, args, scratch))
+            if count == ref_instances:
+                reference = reference_run(setup, load, args, scratch)
+        rss["ganeti_kvm_binary"] = max(p["rss_mb"] for p in scaling)
+    finally:
+        load.close()
+    for label, cmd in reference["commands"].items():
+        if label.startswith("ganeti_"):
+            name = label.split()[0]
+            rss[name] = max(rss.get(name, 0.0), cmd.rss_max_mb())
+    log("verify parser: %s findings" % " / ".join(map(str, sizes["parser"])))
+    run = run_once([args.python, os.path.join(ROOT, "bench", "verify_output.py")]
+                   + [str(n) for n in sizes["parser"]], os.environ.copy(), scratch)
+    exited_0(run)
+    parser = json.loads(run.stdout)
+    parser["rss_mb"] = run.rss_kb / 1024.0
+    return {"quick": args.quick, "sizes": sizes, "runs": args.runs,
+            "warmup": args.warmup, "python": args.python,
+            "machine": machine(args.python), "reference": reference,
+            "imports": reference.pop("imports"), "import_runs": sizes["import_runs"],
+            "verify_runs": reference.pop("verify_runs"), "scaling": scaling,
+            "growth": {"processes": growth(scaling[:len(sizes["sleeps"])], "processes",
+                                           "Unrelated processes (%d instances)"
+                                           % sizes["fixed_instances"]),
+                       "instances": growth(scaling[len(sizes["sleeps"]):], "instances",
+                                           "Instances (%s sleeps)"
+                                           % "{:,}".format(ref_sleeps))},
+            "parser": parser, "rss_max": rss,
+            "loadavg": (loadavg, os.getloadavg()[0]),
+            "duration": time.time() - started}
+
+
+def reference_run(setup, load, args, scratch):
+    """Every check, the floors and needrestart on the reference load."""
+    log("every check on the reference load (%d sleeps, %d instances)"
+        % (len(load.sleepers), len(load.instances)))
+    cmds = setup.agent_commands()
+    needrestart = shutil.which("needrestart", path=AGENT_PATH)
+    if needrestart:
+        cmds.append(Command("needrestart -p", [needrestart, "-p"], setup.env(),
+                            anything))
+    else:
+        log("needrestart is not installed: no comparison")
+    measure(cmds, args.runs, args.warmup, scratch)
+    processes = process_count()
+    verify_runs = setup.verify_runs()
+    if any(n != 1 for n in verify_runs.values()):
+        raise BenchError("gnt-cluster verify ran while measuring: %r" % verify_runs)
+    imports = {}
+    for cmd in cmds:
+        if cmd.label != "needrestart -p":
+            imports[cmd.label] = import_times(cmd.argv, cmd.env,
+                                              args.sizes["import_runs"], scratch)
+    return {"commands": {c.label: c for c in cmds}, "processes": processes,
+            "instances": len(load.instances), "replaced": load.replaced(),
+            "imports": imports, "verify_runs": verify_runs}
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="2 runs, tiny loads: a smoke test of this script")
+    p.add_argument("--runs", type=int, help="measured runs per command "
+                   "(default %d, quick %d)" % (FULL["runs"], QUICK["runs"]))
+    p.add_argument("--checks", default=os.path.join(ROOT, "build", "local"),
+                   help="the built checks (make build)")
+    p.add_argument("--python", default="/usr/bin/python3",
+                   help="the nodes' python3, which runs the checks")
+    p.add_argument("--output", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    p.add_argument("--workdir", help="for the loads (default: a new temp dir, "
+                   "removed afterwards)")
+    args = p.parse_args(argv)
+    args.sizes = dict(QUICK if args.quick else FULL)
+    args.runs = args.runs or args.sizes["runs"]
+    args.warmup = args.sizes["warmup"]
+    args.checks = os.path.abspath(args.checks)
+    args.output = os.path.abspath(args.output)
+    missing = [c for c in CHECKS if not os.access(os.path.join(args.checks, c), os.X_OK)]
+    if missing:
+        p.error("no built %s in %s (make build)" % (", ".join(missing), args.checks))
+    if not shutil.which("gcc"):
+        p.error("gcc is needed for the qemu stand-ins (apt-get install gcc)")
+    return args
+
+
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt()
+
+
+def main(argv):
+    args = parse_args(argv)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupted)
+    own_workdir = args.workdir is None
+    args.workdir = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="ganeti-cmk-bench-"))
+    os.makedirs(args.workdir, exist_ok=True)
+    os.chdir(args.checks)  # the agent runs local checks from their directory
+    try:
+        results = bench(args)
+    except KeyboardInterrupt:
+        log("interrupted; every process it started is gone")
+        return 130
+    except BenchError as e:
+        log("failed: %s" % e)
+        return 1
+    finally:
+        if own_workdir:
+            shutil.rmtree(args.workdir, ignore_errors=True)
+    text = render(results)
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(args.output + ".tmp", args.output)
+    log("wrote %s in %.0f s" % (args.output, results["duration"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
