@@ -7,7 +7,7 @@ VENV ?= .venv/$(PY_TAG)
 VPY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help status test test-all-pythons integration build mkp install uninstall clean
+.PHONY: help status test test-all-pythons integration build mkp install uninstall bench clean
 
 help:
 	@echo "make status            quick status of every check on this machine"
@@ -18,6 +18,7 @@ help:
 	@echo "make mkp               the Checkmk package dist/ganeti_cmk-<version>.mkp"
 	@echo "make install           the built checks into \$$(DESTDIR)\$$(LOCALDIR), the example config into \$$(DESTDIR)\$$(CONFDIR)"
 	@echo "make uninstall         remove exactly what install added"
+	@echo "make bench             measure every check, write docs/benchmarks.md (root: installs gcc, needrestart)"
 
 status:
 	@PYTHONPATH=lib $(PYTHON) -m ganeti_cmk.cli status || true
@@ -74,6 +75,14 @@ install: build
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(LOCALDIR)/,$(CHECKS)) $(DESTDIR)$(CONFDIR)/ganeti_cmk.cfg.example
+
+# The benchmark (bench/run.py): the checks built for the nodes' python3, on
+# loads of real processes, against python3 -c pass and needrestart -p.
+BENCH_PYTHON ?= /usr/bin/python3
+bench: $(VPY)
+	@sh tools/install-debian-packages gcc needrestart
+	$(MAKE) --no-print-directory build PYTHON=$(BENCH_PYTHON)
+	$(VPY) bench/run.py --python $(BENCH_PYTHON) --checks $(BUILDDIR)
 
 clean:
 	rm -rf .venv build dist .pytest_cache .hypothesis
