@@ -59,7 +59,7 @@ FLOOR = "empty zipapp (floor)"
 CHECKOUT = "checkout: checks/ganeti_kvm_device (no config file)"
 NAMED = "ganeti_cluster_verify (other node, [ganeti] node_name set)"
 
-FULL = {"runs": 20, "warmup": 3, "sleeps": (100, 1000, 5000),
+FULL = {"runs": 30, "warmup": 3, "sleeps": (100, 1000, 5000),
         "instances": (1, 10, 100, 500), "fixed_instances": 10,
         "reference": (1000, 100), "verify_cached": (10, 1000),
         "parser": (10, 1000, 100000), "import_runs": 5}
@@ -488,6 +488,12 @@ def ratio(a, b):
     return a / b if b else float("inf")
 
 
+def paired(a, b):
+    """Median wall-time difference of two commands, round by round (the
+    rounds interleave them, so a slow stretch of the machine cancels)."""
+    return statistics.median(x.wall - y.wall for x, y in zip(a.runs, b.runs))
+
+
 def machine(python):
     """(label, value) rows describing this machine and this run."""
     def first(path, key, sep=":"):
@@ -567,7 +573,9 @@ def render(r):
             "Each command runs %d times after %d warm-up rounds, interleaved "
             "round by round with `python3 -c pass` (A B C, B C A, ...), so noise "
             "from other processes hits all alike; the tables show medians and "
-            "ratios to `python3 -c pass` from the same rounds. The built checks "
+            "ratios to `python3 -c pass` from the same rounds, and differences "
+            "between two commands are medians of their differences round by "
+            "round. The built checks "
             "(`make build`, bytecode of the same Python) are executed through "
             "their `#!/usr/bin/env python3` as the agent does: only PATH, "
             "MK_CONFDIR and MK_VARDIR in the environment, stdin /dev/null, cwd "
@@ -652,8 +660,7 @@ def render(r):
                 "- The FQDN lookup (`socket.getfqdn()`, when `[ganeti] node_name` "
                 "is not set) costs `ganeti_cluster_verify` %s ms on another node "
                 "(with the name set against without)." % ms(
-                    cmds["ganeti_cluster_verify (other node)"].median("wall")
-                    - cmds[NAMED].median("wall"))]
+                    paired(cmds["ganeti_cluster_verify (other node)"], cmds[NAMED]))]
         out += ["- %s: %s." % (t, why) for t, why in limits]
     out.append("")
 
@@ -740,7 +747,7 @@ def config_cost(cmds, imports):
                     if m not in imports[without]), key=lambda mt: -mt[1])
     return ("A config file costs %s ms (`%s` with one against none; it adds "
             "the imports %s)" % (
-                ms(cmds[with_file].median("wall") - cmds[without].median("wall")),
+                ms(paired(cmds[with_file], cmds[without])),
                 with_file, ", ".join("%s %s ms" % (m, ms(t)) for m, t in extra[:4])))
 
 
@@ -751,7 +758,7 @@ def packaging_cost(cmds):
     return ("The zipapp costs %s ms: `ganeti_kvm_device` takes %s ms built, "
             "%s ms (%.2fx `python3 -c pass`) as the entry script with `lib/` "
             "and its bytecode next to it (no config file for either)" % (
-                ms(built.median("wall") - plain.median("wall")),
+                ms(paired(built, plain)),
                 ms(built.median("wall")), ms(plain.median("wall")),
                 ratio(plain.median("wall"), cmds["python3 -c pass"].median("wall"))))
 
