@@ -1,8 +1,9 @@
 """Config: defaults, typed values, and bad values that never crash."""
 
 import pytest
+from hypothesis import example, given, settings, strategies as st
 
-from ganeti_cmk.config import Config, format_duration, parse_duration
+from ganeti_cmk.config import Config, format_duration, parse_duration, parse_ini
 
 
 def test_missing_file_gives_defaults(tmp_path):
@@ -115,3 +116,45 @@ def test_readme_documents_every_key():
     for section, keys in DEFAULTS.items():
         for key in keys:
             assert "| `%s` | `%s` |" % (section, key) in readme, (section, key)
+
+
+# The INI reader must read every file as configparser would (the README
+# promises configparser's format); hypothesis writes the files.
+KEYS = st.sampled_from(["dev_kvm", "Key", "a", "b", "c", "x y", "k.1", "z"])
+VALUES = st.sampled_from(["v", "/dev/kvm", "a#b", "a #b", "a;b", "a ;b", "",
+                          "x:y", "=w", "#", "a b  c", "[x]"])
+LINES = st.one_of(
+    st.builds("[{}]{}".format, st.sampled_from(["paths", "ganeti", "Paths", "a]b", "x y"]),
+              st.sampled_from(["", " # c", " ;c", "x"])),
+    st.builds("{}{}{}".format, KEYS, st.sampled_from(["=", " = ", ": ", ":", "\t=\t"]), VALUES),
+    st.builds("{}{}".format, st.sampled_from([" ", "  ", "\t", "    "]),
+              st.sampled_from(["more", "x # c", "a;b", "#c", ";c"])),
+    st.sampled_from(["", "   ", "# comment", "; note", "  # indented", "\r"]),
+)
+ERRORS = st.sampled_from(["novalue", "= x", "[]", " : y"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(LINES, max_size=10), st.lists(ERRORS, max_size=1),
+       st.integers(0, 10), st.booleans())
+@example(["k = v", "", "  more", "   ", "\tlast"], [], 0, True)   # blanks inside a value
+@example(["k = a#b ;c #d"], [], 0, True)                       # inline comment rounds
+@example(["[a]b] # c", "x = 1", "[a]b]"], [], 0, False)         # greedy header, duplicate
+def test_ini_reader_agrees_with_configparser(lines, error, at, header):
+    import configparser
+    if header:
+        lines.insert(0, "[paths]")
+    lines[at:at] = error
+    text = "\n".join(lines)
+    reference = configparser.ConfigParser(interpolation=None,
+                                          inline_comment_prefixes=("#", ";"))
+    try:
+        reference.read_string(text)
+        expected = {s: dict(reference.items(s)) for s in reference.sections()}
+    except configparser.Error:
+        expected = None
+    try:
+        got = parse_ini(text)
+    except ValueError:
+        got = None
+    assert got == expected, text

@@ -95,6 +95,77 @@ def format_duration(seconds):
     return "%.0f s" % seconds
 
 
+COMMENT_PREFIXES = ("#", ";")
+
+
+def _inline_comment(line):
+    """Where an inline comment starts (None: nowhere), found as configparser
+    finds it: prefixes are searched in rounds, one occurrence each, and the
+    first round with one after white space decides."""
+    found = {prefix: -1 for prefix in COMMENT_PREFIXES}
+    while found:
+        start, searching = None, {}
+        for prefix, index in found.items():
+            index = line.find(prefix, index + 1)
+            if index < 0:
+                continue
+            searching[prefix] = index
+            if index == 0 or line[index - 1].isspace():
+                start = index if start is None else min(start, index)
+        if start is not None:
+            return start
+        found = searching
+    return None
+
+
+def parse_ini(text):
+    """{section: {key: value}} from INI text, read as configparser reads it.
+
+    The dialect of ConfigParser(interpolation=None,
+    inline_comment_prefixes=("#", ";")): `key = value` or `key: value`,
+    keys lower-cased, values stripped, indented lines continue a value,
+    whole-line and (after a blank) inline comments, duplicates are errors;
+    [DEFAULT] is a section like any other.  Our own reader because importing
+    configparser (and with it re and enum) costs every check almost half of
+    Python's start-up time, every minute; tests/test_config.py holds it to
+    configparser's results.  Raises ValueError naming the line.
+    """
+    sections, section, key, key_indent, blanks = {}, None, None, 0, []
+    for number, raw in enumerate(text.split("\n"), 1):
+        if raw.strip().startswith(COMMENT_PREFIXES):
+            continue
+        value = raw[:_inline_comment(raw)].strip()
+        if not value:
+            if key is not None:
+                blanks.append("")
+            continue
+        indent = len(raw) - len(raw.lstrip())
+        if section is not None and key is not None and indent > key_indent:
+            section[key] += "\n".join([""] + blanks + [value])
+            blanks = []
+            continue
+        blanks = []
+        if value.startswith("[") and value.find("]", 2) > 0:
+            name = value[1:value.rindex("]")]
+            if name in sections:
+                raise ValueError("line %d: section [%s] again" % (number, name))
+            section = sections[name] = {}
+            key = None
+            continue
+        if section is None:
+            raise ValueError("line %d: no [section] before it" % number)
+        cut = min((i for i in (value.find("="), value.find(":")) if i >= 0),
+                  default=-1)
+        key = value[:cut].strip().lower() if cut >= 0 else ""
+        if not key:
+            raise ValueError("line %d: not 'key = value'" % number)
+        if key in section:
+            raise ValueError("line %d: key %r again" % (number, key))
+        section[key] = value[cut + 1:].strip()
+        key_indent = indent
+    return sections
+
+
 class Config:
     """Typed, forgiving access to the INI file, with problems recorded."""
 
@@ -116,18 +187,11 @@ class Config:
             self._parse(text)
 
     def _parse(self, text):
-        import configparser
-        parser = configparser.ConfigParser(interpolation=None,
-                                           inline_comment_prefixes=("#", ";"))
         try:
-            parser.read_string(text, source=self.path)
-        except configparser.Error as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            self._sections = parse_ini(text)
+        except ValueError as e:
             self.problems.append("%s is not valid INI (%s), using defaults"
-                                 % (self.path, first))
-            return
-        for section in parser.sections():
-            self._sections[section] = dict(parser.items(section))
+                                 % (self.path, e))
 
     def problem(self, text):
         """Record a config problem (shown in the check's output)."""
