@@ -52,3 +52,28 @@ def test_ssconf_lists(cluster):
     assert ganeti.read_ssconf_list(cluster, "master_candidates") == [
         "node1.example.com", "node2.example.com"]
     assert ganeti.read_ssconf_list(cluster, "instance_list") == []
+
+
+def test_fqdn_is_looked_up_once_an_hour_per_host_name(tmp_path, monkeypatch):
+    import os
+    import socket
+    lookups = []
+    monkeypatch.setattr(socket, "getfqdn", lambda: lookups.append(1) or "Node1.Example.COM.")
+    state = str(tmp_path / "state")
+    assert ganeti.fqdn(state) == "node1.example.com" and len(lookups) == 1
+    assert ganeti.fqdn(state) == "node1.example.com" and len(lookups) == 1
+    with open(os.path.join(state, "fqdn")) as f:
+        assert f.read() == "%s\nnode1.example.com\n" % os.uname().nodename
+    ganeti.fqdn(state, now=__import__("time").time() + 3601)  # an hour later
+    assert len(lookups) == 2
+    with open(os.path.join(state, "fqdn"), "w") as f:
+        f.write("another-host\nother.example.com\n")  # renamed machine
+    assert ganeti.fqdn(state) == "node1.example.com" and len(lookups) == 3
+
+
+def test_fqdn_without_a_writable_state_dir(tmp_path, monkeypatch):
+    import socket
+    monkeypatch.setattr(socket, "getfqdn", lambda: "node1.example.com")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert ganeti.fqdn(str(blocker / "state")) == "node1.example.com"

@@ -268,6 +268,6 @@ class Config:
         """`[ganeti] node_name`, else the lower-cased FQDN as Ganeti sees it."""
         name = self.get_str("ganeti", "node_name")
         if not name:
-            import socket
-            name = socket.getfqdn()
+            from .ganeti import fqdn
+            name = fqdn(self.get_path("paths", "state_dir"))
         return name.lower().rstrip(".")

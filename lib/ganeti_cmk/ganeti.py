@@ -5,6 +5,7 @@ reads (`[paths] ganeti_data_dir`, `ganeti_run_dir`) so tests can use fakes.
 """
 
 import os
+import time
 
 # Roles, worded to follow "this node is ...".
 MASTER = "the master"
@@ -15,6 +16,38 @@ NOT_LISTED = "not in the node list"
 NOT_IN_CLUSTER = "not in a cluster"
 
 SSCONF_MAX = 128 * 1024  # Ganeti's own limit for an ssconf file
+
+
+FQDN_FILE = "fqdn"
+FQDN_MAX_AGE = 3600
+
+
+def fqdn(state_dir, now=None):
+    """This machine's lower-cased FQDN, as Ganeti names it (socket.getfqdn()).
+
+    Remembered for an hour in `<state_dir>/fqdn` with the host name it was
+    looked up for: the lookup (resolver, maybe DNS) costs more than half of
+    Python's start-up, and every node would pay it every minute.
+    """
+    host = os.uname().nodename
+    path = os.path.join(state_dir, FQDN_FILE)
+    now = time.time() if now is None else now
+    try:
+        if now - os.stat(path).st_mtime < FQDN_MAX_AGE:
+            with open(path, encoding="utf-8") as f:
+                cached_host, _, name = f.read().partition("\n")
+            if cached_host == host and name.strip():
+                return name.strip()
+    except (OSError, ValueError):
+        pass
+    import socket
+    name = socket.getfqdn().lower().rstrip(".")
+    try:
+        from .statefile import write_atomically
+        write_atomically(path, "%s\n%s\n" % (host, name))
+    except OSError:
+        pass  # not root, or no state dir: look it up again next time
+    return name
 
 
 def read_ssconf(data_dir, key):

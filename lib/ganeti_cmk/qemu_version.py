@@ -11,6 +11,8 @@ run none.  A binary without the literal has version None ("unknown").
 import os
 import stat
 
+from .statefile import write_atomically
+
 MARKER = b"QEMU emulator version "
 _VERSION = (rb"QEMU emulator version ([0-9][0-9A-Za-z.+~_-]{0,40})"
             rb"(?: ?\(([^()\x00-\x1f\t]{1,120})\))?")
@@ -132,16 +134,9 @@ class VersionCache:
         """Write the identities used in this run, if anything changed."""
         if not self.path or self._used == self._old:
             return
-        tmp = "%s.%d.tmp" % (self.path, os.getpid())
+        text = "".join("\t".join((key,) + self._used[key]) + "\n"
+                       for key in sorted(self._used))
         try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as f:
-                for key in sorted(self._used):
-                    f.write("\t".join((key,) + self._used[key]) + "\n")
-            os.replace(tmp, self.path)
+            write_atomically(self.path, text)
         except OSError as e:
             self.log("cannot write version cache %s (%s)" % (self.path, e))
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass

@@ -24,6 +24,7 @@ from ..config import format_duration
 from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable,
                           Result, State, valid_host, worst)
 from ..runner import Check, extend_deadline
+from ..statefile import write_atomically
 
 SERVICE = "Ganeti verify"
 SECTION = "cluster_verify"
@@ -140,19 +141,7 @@ def read_cache(path):
 def write_cache(path, cache):
     """Write atomically: a reader sees the old file or the new, never half."""
     import json
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    if os.path.lexists(tmp):  # left by a crashed run with our pid
-        os.unlink(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(cache, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+    write_atomically(path, json.dumps(cache))
 
 
 class Lock:
