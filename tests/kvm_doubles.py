@@ -214,9 +214,14 @@ def node(tmp_path):
 
 @pytest.fixture
 def public_dir():
-    """A temp dir outside /tmp (the library check ignores /tmp mappings)
-    that any user may read."""
-    d = tempfile.mkdtemp(prefix=".test-", dir=ROOT)
+    """A temp dir that any user may read, outside the places whose mappings
+    the library check ignores (/tmp, /run, ...): in the checkout, unless that
+    is itself in such a place (a CI clone in /tmp), else in /var/lib."""
+    from ganeti_cmk.procfs import IGNORED_MAPPINGS
+    base = ROOT
+    if (os.path.realpath(ROOT) + "/").startswith(IGNORED_MAPPINGS):
+        base = "/var/lib"
+    d = tempfile.mkdtemp(prefix=".ganeti-cmk-test-", dir=base)
     os.chmod(d, 0o755)
     yield d
     shutil.rmtree(d, ignore_errors=True)
