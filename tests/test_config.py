@@ -1,7 +1,7 @@
 """Config: defaults, typed values, and bad values that never crash."""
 
 import pytest
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import assume, example, given, settings, strategies as st
 
 from ganeti_cmk.config import Config, format_duration, parse_duration, parse_ini
 
@@ -142,6 +142,9 @@ ERRORS = st.sampled_from(["novalue", "= x", "[]", " : y"])
 @example(["[a]b] # c", "x = 1", "[a]b]"], [], 0, False)         # greedy header, duplicate
 def test_ini_reader_agrees_with_configparser(lines, error, at, header):
     import configparser
+    import sys
+    if sys.version_info < (3, 11):  # older configparsers cut "[a]b]" at the first "]"
+        assume(not any(line.startswith("[") and line.count("]") > 1 for line in lines))
     if header:
         lines.insert(0, "[paths]")
     lines[at:at] = error

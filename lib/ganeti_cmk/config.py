@@ -125,7 +125,8 @@ def parse_ini(text):
     inline_comment_prefixes=("#", ";")): `key = value` or `key: value`,
     keys lower-cased, values stripped, indented lines continue a value,
     whole-line and (after a blank) inline comments, duplicates are errors;
-    [DEFAULT] is a section like any other.  Our own reader because importing
+    [DEFAULT] is a section like any other; a section name ends at the
+    line's last "]", as in Python 3.11 and later.  Our own reader because importing
     configparser (and with it re and enum) costs every check almost half of
     Python's start-up time, every minute; tests/test_config.py holds it to
     configparser's results.  Raises ValueError naming the line.
