@@ -33,6 +33,7 @@ install_packages() {
     apt-get -q -y -o DPkg::Lock::Timeout=600 install --no-install-recommends $missing >"$IT_KEEP/apt.log" 2>&1 || rc=$?
   [ -z "$made_policy" ] || rm -f $policy
   [ $rc = 0 ] || { tail -20 "$IT_KEEP/apt.log" >&2; die "apt-get install failed ($rc)"; }
+  rm -f "$IT_KEEP/apt.log"
   # Remember what this harness added, so cluster-down.sh --purge can remove exactly that.
   dpkg-query -W -f='${Package}\n' | sort | comm -13 "$IT_KEEP/packages.before" - >>"$IT_KEEP/packages.installed"
   rm -f "$IT_KEEP/packages.before"
