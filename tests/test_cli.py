@@ -48,3 +48,9 @@ def test_checks_lists_every_check(tmp_path):
 def test_no_command_prints_help(tmp_path):
     proc = ganeti_cmk(tmp_path)
     assert proc.returncode == 2 and "status" in proc.stdout
+
+
+def test_status_says_why_a_check_is_not_monitored(tmp_path):
+    out = ganeti_cmk(tmp_path, "status").stdout
+    assert "-        Ganeti verify: not monitored here: this node is not in a " \
+           "Ganeti cluster (no %s/ssconf_master_node)" % tmp_path in out

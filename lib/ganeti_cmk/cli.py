@@ -7,7 +7,7 @@ from . import __version__
 from .checks import load_all
 from .config import Config
 from .human import render_human
-from .localcheck import OK, Result, render_local, render_nagios, worst
+from .localcheck import OK, Result, render_local, render_nagios, sanitize, worst
 from .runner import Context, add_common_arguments, run_check
 
 
@@ -42,7 +42,7 @@ def status(args):
                       debug=args.debug)
         found = run_check(check, ctx)
         if found is None:
-            skipped.append(check)
+            skipped.append((check, ctx.not_applicable))
         else:
             results.extend(found)
     own = [r for r in results if r.host is None]
@@ -61,9 +61,9 @@ def status(args):
         sys.stdout.write("\n")
     else:
         sys.stdout.write(render_human(results, sys.stdout.isatty()))
-        for check in skipped:
-            sys.stdout.write("-        %s: not monitored on this host (see above)\n"
-                             % check.service)
+        for check, reason in skipped:
+            sys.stdout.write("-        %s: not monitored here: %s\n"
+                             % (check.service, sanitize(reason)))
     return code
 
 

@@ -51,6 +51,7 @@ class Context:
         self.agent = agent
         self.debug = debug
         self.started = time.time()
+        self.not_applicable = None  # why the check has nothing to do here
 
     def log(self, message, level=1):
         """Write to stderr with -v (level 1) or -vv (level 2)."""
@@ -76,7 +77,7 @@ def run_check(check, ctx):
     """Run one check under the deadline; never raises except with --debug.
 
     Returns the Results, or None when the check does not apply here (the
-    reason then goes to stderr, which the agent discards).
+    reason is then in ctx.not_applicable).
     """
     deadline = ctx.config.get_duration("general", "deadline", minimum=1)
     use_alarm = hasattr(signal, "SIGALRM")
@@ -85,8 +86,8 @@ def run_check(check, ctx):
         signal.setitimer(signal.ITIMER_REAL, deadline)
     try:
         results = list(check.run(ctx))
-    except NotApplicable as e:  # stdout stays empty; the agent discards stderr
-        sys.stderr.write("%s: %s\n" % (check.service, e))
+    except NotApplicable as e:
+        ctx.not_applicable = str(e)
         return None
     except DeadlineExceeded:
         if ctx.debug:
@@ -168,7 +169,8 @@ def main(check, argv=None):
                       verbose=args.verbose if args else 0, agent=agent,
                       debug=debug)
         results = run_check(check, ctx)
-        if results is None:
+        if results is None:  # stdout stays empty; the agent discards stderr
+            sys.stderr.write("%s: %s\n" % (check.service, ctx.not_applicable))
             return 0
         return emit(results, args)
     except BrokenPipeError:
