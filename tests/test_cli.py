@@ -10,11 +10,12 @@ from ganeti_cmk.localcheck import worst
 from localcheck_grammar import assert_valid_output
 
 
-def ganeti_cmk(tmp_path, *args):
+def ganeti_cmk(tmp_path, *args, extra_config=""):
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.path.join(ROOT, "lib"),
            "MK_CONFDIR": str(tmp_path), "MK_VARDIR": str(tmp_path)}
     (tmp_path / "ganeti_cmk.cfg").write_text(
-        "[paths]\nganeti_data_dir = %s\nganeti_run_dir = %s\n" % (tmp_path, tmp_path))
+        "[paths]\nganeti_data_dir = %s\nganeti_run_dir = %s\n%s"
+        % (tmp_path, tmp_path, extra_config))
     return subprocess.run([sys.executable, "-m", "ganeti_cmk.cli"] + list(args),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, env=env, timeout=60)
@@ -54,3 +55,11 @@ def test_status_says_why_a_check_is_not_monitored(tmp_path):
     out = ganeti_cmk(tmp_path, "status").stdout
     assert "-        Ganeti verify: not monitored here: this node is not in a " \
            "Ganeti cluster (no %s/ssconf_master_node)" % tmp_path in out
+
+
+def test_status_shows_a_bad_key_only_on_the_check_that_reads_it(tmp_path):
+    out = ganeti_cmk(tmp_path, "status", "--format", "json",
+                     extra_config="[kvm_binary]\ncrit_after = soon\n").stdout
+    data = {e["service"]: e for e in json.loads(out)}
+    assert "[kvm_binary] crit_after: 'soon'" in data["KVM binary versions"]["summary"]
+    assert "crit_after" not in data["KVM device"]["summary"]

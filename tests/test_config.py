@@ -74,7 +74,9 @@ def test_durations():
     assert parse_duration("7d") == 7 * 86400
     assert parse_duration("1h30m") == 5400
     assert parse_duration("2.5") == 2.5
-    for bad in ("", "d", "5x", "1h3"):
+    assert parse_duration("1.5m") == 90 and parse_duration(" 10 m ") == 600
+    for bad in ("", "d", "5x", "1h3", "nan", "inf", "1e400", "-5", "1..2s",
+                ".s", "11000d"):
         with pytest.raises(ValueError):
             parse_duration(bad)
     assert format_duration(45) == "45 s"

@@ -35,11 +35,11 @@ def parse_args(argv):
 
 
 def status(args):
-    config = Config(args.config)
     results, skipped = [], []
     for check in load_all():
-        ctx = Context(config, args, verbose=args.verbose, agent=False,
-                      debug=args.debug)
+        # a Config each: a check shows only the problems of keys it read
+        ctx = Context(Config(args.config), args, verbose=args.verbose,
+                      agent=False, debug=args.debug)
         found = run_check(check, ctx)
         if found is None:
             skipped.append((check, ctx.not_applicable))

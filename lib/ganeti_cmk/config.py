@@ -61,25 +61,28 @@ def default_path():
     return os.path.join(confdir(), "ganeti_cmk.cfg")
 
 
+MAX_DURATION = 10 * 365 * 86400  # longer is a typo, and overflows timers
+
+
 def parse_duration(text):
-    """'90', '90s', '10m', '2h', '7d', '1w' or '1h30m' -> seconds (float)."""
+    """'90', '90s', '10m', '2h', '7d', '1w' or '1h30m' -> seconds (float).
+
+    Plain digits and units only: no sign, exponent, nan or inf; at most ten
+    years.
+    """
     text = text.strip().lower().replace(" ", "")
-    if not text:
-        raise ValueError("empty")
-    try:
-        return float(text)
-    except ValueError:
-        pass
     total, number = 0.0, ""
-    for char in text:
+    plain = text.replace(".", "", 1).isdigit()  # a bare number: seconds
+    for char in text + ("s" if plain else ""):
         if char.isdigit() or char == ".":
             number += char
-        elif char in DURATION_UNITS and number:
+        elif char in DURATION_UNITS and number and number.count(".") <= 1 \
+                and number != ".":
             total += float(number) * DURATION_UNITS[char]
             number = ""
         else:
             raise ValueError(text)
-    if number:
+    if not text or number or total > MAX_DURATION:
         raise ValueError(text)
     return total
 

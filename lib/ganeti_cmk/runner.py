@@ -50,7 +50,6 @@ class Context:
         self.verbose = verbose
         self.agent = agent
         self.debug = debug
-        self.started = time.time()
         self.not_applicable = None  # why the check has nothing to do here
 
     def log(self, message, level=1):
