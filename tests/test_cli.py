@@ -58,8 +58,14 @@ def test_status_says_why_a_check_is_not_monitored(tmp_path):
 
 
 def test_status_shows_a_bad_key_only_on_the_check_that_reads_it(tmp_path):
+    # verify runs last and must answer: make this a master whose gnt-cluster
+    # is /bin/false (it prints "first verify run in progress")
+    (tmp_path / "ssconf_master_node").write_text("node1.example.com\n")
+    config = ("gnt_cluster = /bin/false\nstate_dir = %s\n"   # still in [paths]
+              "[ganeti]\nnode_name = node1.example.com\n"
+              "[kvm_binary]\ncrit_after = soon\n" % tmp_path)
     out = ganeti_cmk(tmp_path, "status", "--format", "json",
-                     extra_config="[kvm_binary]\ncrit_after = soon\n").stdout
+                     extra_config=config).stdout
     data = {e["service"]: e for e in json.loads(out)}
     assert "[kvm_binary] crit_after: 'soon'" in data["KVM binary versions"]["summary"]
-    assert "crit_after" not in data["KVM device"]["summary"]
+    assert "crit_after" not in data["Ganeti verify"]["summary"]
