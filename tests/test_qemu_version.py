@@ -140,6 +140,30 @@ def test_corrupt_cache_is_ignored(tmp_path, content):
     assert VersionCache(str(tmp_path)).get(str(binary), st).number == "7.2.22"
 
 
+@pytest.mark.parametrize("planted", ["symlink to /dev/zero", "fifo", "too long"])
+def test_planted_cache_is_not_read_and_is_replaced(tmp_path, planted):
+    """A cache that is a link to /dev/zero (unbounded), a FIFO (blocks) or
+    too long is ignored without reading it, and replaced on save."""
+    from test_statefile import fails_instead_of_hanging
+    path = tmp_path / qemu_version.CACHE_FILE
+    if planted == "fifo":
+        os.mkfifo(str(path))
+    elif planted == "too long":
+        path.write_text("1:2:3:4\t5\n" * (qemu_version.CACHE_MAX // 10 + 1))
+    else:
+        os.symlink("/dev/zero", str(path))
+    binary = tmp_path / "qemu"
+    binary.write_bytes(REAL.encode())
+    messages = []
+    with fails_instead_of_hanging():
+        cache = VersionCache(str(tmp_path), messages.append)
+    assert any("unreadable" in m for m in messages), messages
+    assert cache.get(str(binary), os.stat(str(binary))).number == "7.2.22"
+    cache.save()
+    assert not path.is_symlink() and cache_lines(str(tmp_path)) == [
+        qemu_version.identity(os.stat(str(binary))) + "\t7.2.22\tDebian 1:7.2+dfsg-7+deb12u18+b3"]
+
+
 def test_unwritable_state_dir_only_costs_reads(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")

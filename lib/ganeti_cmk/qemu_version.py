@@ -11,7 +11,7 @@ run none.  A binary without the literal has version None ("unknown").
 import os
 import stat
 
-from .statefile import write_atomically
+from .statefile import read_bounded, write_atomically
 
 MARKER = b"QEMU emulator version "
 _VERSION = (rb"QEMU emulator version ([0-9][0-9A-Za-z.+~_-]{0,40})"
@@ -20,6 +20,7 @@ CHUNK = 1 << 20
 WINDOW = 256  # longer than any literal _VERSION matches
 MAX_SCAN = 512 << 20  # no real qemu binary comes near this
 CACHE_FILE = "kvm_binary_versions"
+CACHE_MAX = 1 << 20  # ~10000 entries; a node needs a few
 
 
 class Version:
@@ -80,7 +81,8 @@ class VersionCache:
     needs neither json nor re.  Only identities used in this run are
     written back, so the file holds what the running processes and the
     installed binaries need.  A missing, corrupt or unwritable cache only
-    costs reads.
+    costs reads; one that is not a plain file (a link, a FIFO) or is longer
+    than CACHE_MAX is not read, and replaced.
     """
 
     def __init__(self, state_dir, log=lambda message: None):
@@ -95,15 +97,17 @@ class VersionCache:
         if not self.path:
             return entries
         try:
-            with open(self.path, encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    fields = line.rstrip("\n").split("\t")
-                    if len(fields) <= 3 and fields[0].count(":") == 3:
-                        entries[fields[0]] = tuple(fields[1:])
+            text = read_bounded(self.path, CACHE_MAX).decode("utf-8", "replace")
+        except FileNotFoundError:
+            return entries
         except OSError as e:
-            if not isinstance(e, FileNotFoundError):
-                self.log("version cache %s unreadable (%s), starting afresh"
-                         % (self.path, e))
+            self.log("version cache %s unreadable (%s), starting afresh"
+                     % (self.path, e))
+            return entries
+        for line in text.split("\n"):
+            fields = line.split("\t")
+            if len(fields) <= 3 and fields[0].count(":") == 3:
+                entries[fields[0]] = tuple(fields[1:])
         return entries
 
     def get(self, path, st):
