@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from support import needs_root
 from ganeti_cmk import ganeti
 
 
@@ -38,6 +39,23 @@ def test_pid_files_with_undecodable_name(run_dir):
     assert ganeti.kvm_pid_files(str(run_dir)) == [("bad\ufffdname", None)]
 
 
+def test_pid_files_that_are_not_plain_files_hold_no_pid(run_dir, tmp_path):
+    """A FIFO would block the read, a link could point anywhere (Ganeti
+    writes plain files): neither is read, neither is a pid."""
+    from test_statefile import fails_instead_of_hanging
+    pid_dir = run_dir / "kvm-hypervisor" / "pid"
+    os.mkfifo(str(pid_dir / "fifo"))
+    (tmp_path / "elsewhere").write_text("%d\n" % os.getpid())
+    os.symlink(str(tmp_path / "elsewhere"), str(pid_dir / "link"))
+    os.mkdir(str(pid_dir / "dir"))
+    write(run_dir, "pid", "long", "1" * 65)
+    write(run_dir, "pid", "web1", "1234\n")
+    with fails_instead_of_hanging():
+        assert ganeti.kvm_pid_files(str(run_dir)) == [
+            ("dir", None), ("fifo", None), ("link", None), ("long", None),
+            ("web1", 1234)]
+
+
 def test_no_kvm_run_dir_means_no_instances(tmp_path):
     assert ganeti.kvm_pid_files(str(tmp_path / "missing")) == []
     assert ganeti.kvm_pid_files(str(tmp_path)) == []
@@ -62,6 +80,57 @@ def test_runtime_kvm_path_falls_back_to_the_command(run_dir):
 def test_runtime_in_another_shape_gives_none(run_dir, content):
     write(run_dir, "conf", "x.runtime", content)
     assert ganeti.kvm_runtime_path(str(run_dir), "x") is None
+
+
+def planted_runtime(run_dir, tmp_path, kind):
+    path = str(run_dir / "kvm-hypervisor" / "conf" / "x.runtime")
+    valid = json.dumps([["/usr/bin/kvm"], [], {"kvm_path": "/usr/bin/kvm"}, []])
+    if kind == "directory":
+        os.mkdir(path)
+    elif kind == "symlink loop":
+        os.symlink(path, path)
+    elif kind == "symlink to a valid file":
+        (tmp_path / "valid").write_text(valid)
+        os.symlink(str(tmp_path / "valid"), path)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "deep JSON":
+        with open(path, "w") as f:
+            f.write("[" * 200000)
+    elif kind == "too long":
+        with open(path, "w") as f:
+            f.write(valid + " " * ganeti.RUNTIME_MAX)
+
+
+@pytest.mark.parametrize("kind", ["directory", "symlink loop", "symlink to a valid file",
+                                  "fifo", "deep JSON", "too long"])
+def test_runtime_that_cannot_be_read_gives_none(run_dir, tmp_path, kind):
+    """Whatever is in the way, the instance's kvm_path is just unknown
+    (the cluster's is used), never an error for the whole check."""
+    from test_statefile import fails_instead_of_hanging
+    planted_runtime(run_dir, tmp_path, kind)
+    with fails_instead_of_hanging():
+        assert ganeti.kvm_runtime_path(str(run_dir), "x") is None
+
+
+@needs_root
+def test_unreadable_runtime_raises_permission_error(run_dir):
+    """Not an unknown kvm_path: the caller says what it may not read."""
+    write(run_dir, "conf", "x.runtime", "[]")
+    os.chmod(str(run_dir / "kvm-hypervisor" / "conf" / "x.runtime"), 0o600)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                ganeti.kvm_runtime_path(str(run_dir), "x")
+            except PermissionError:
+                code = 0
+        finally:
+            os._exit(code)
+    assert os.waitpid(child, 0)[1] == 0
 
 
 def test_missing_runtime_gives_none(run_dir):

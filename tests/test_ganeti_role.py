@@ -77,3 +77,24 @@ def test_fqdn_without_a_writable_state_dir(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert ganeti.fqdn(str(blocker / "state")) == "node1.example.com"
+
+
+@pytest.mark.parametrize("planted", ["fifo", "symlink", "too long"])
+def test_fqdn_file_in_the_way_is_not_read(tmp_path, monkeypatch, planted):
+    """A FIFO would block, a link could point anywhere: looked up instead,
+    and the file replaced."""
+    import os
+    import socket
+    from test_statefile import fails_instead_of_hanging
+    monkeypatch.setattr(socket, "getfqdn", lambda: "node1.example.com")
+    path = tmp_path / "fqdn"
+    if planted == "fifo":
+        os.mkfifo(str(path))
+    elif planted == "symlink":
+        (tmp_path / "elsewhere").write_text("%s\nplanted.example.com\n" % os.uname().nodename)
+        os.symlink(str(tmp_path / "elsewhere"), str(path))
+    else:
+        path.write_text("%s\n%s\n" % (os.uname().nodename, "x" * ganeti.FQDN_FILE_MAX))
+    with fails_instead_of_hanging():
+        assert ganeti.fqdn(str(tmp_path)) == "node1.example.com"
+    assert not path.is_symlink() and path.read_text().endswith("\nnode1.example.com\n")

@@ -7,6 +7,8 @@ reads (`[paths] ganeti_data_dir`, `ganeti_run_dir`) so tests can use fakes.
 import os
 import time
 
+from .statefile import read_bounded
+
 # Roles, worded to follow "this node is ...".
 MASTER = "the master"
 CANDIDATE = "a master candidate"
@@ -20,6 +22,7 @@ SSCONF_MAX = 128 * 1024  # Ganeti's own limit for an ssconf file
 
 FQDN_FILE = "fqdn"
 FQDN_MAX_AGE = 3600
+FQDN_FILE_MAX = 1024  # two host names of at most 255 bytes each
 
 
 def fqdn(state_dir, now=None):
@@ -34,8 +37,8 @@ def fqdn(state_dir, now=None):
     now = time.time() if now is None else now
     try:
         if now - os.stat(path).st_mtime < FQDN_MAX_AGE:
-            with open(path, encoding="utf-8") as f:
-                cached_host, _, name = f.read().partition("\n")
+            text = read_bounded(path, FQDN_FILE_MAX).decode("utf-8")
+            cached_host, _, name = text.partition("\n")
             if cached_host == host and name.strip():
                 return name.strip()
     except (OSError, ValueError):
@@ -118,6 +121,8 @@ def node_role(data_dir, node_name):
 
 # KVM hypervisor run dir: <run_dir>/kvm-hypervisor/{pid/<inst>,conf/<inst>.runtime}
 KVM_RUN_SUBDIR = "kvm-hypervisor"
+PID_FILE_MAX = 64
+RUNTIME_MAX = 4 << 20  # a runtime file is a few kB
 
 
 def _decoded(name):
@@ -128,8 +133,9 @@ def kvm_pid_files(run_dir):
     """[(instance, pid)] from `<run_dir>/kvm-hypervisor/pid/`, sorted.
 
     pid is None when the file does not hold a number (Ganeti's ReadPidFile
-    gives 0 then).  No directory means no instances: [].  An unreadable
-    directory raises PermissionError.
+    gives 0 then) or is not a plain file of at most PID_FILE_MAX bytes (a
+    link, a FIFO: not read).  No directory means no instances: [].  An
+    unreadable directory or file raises PermissionError.
     """
     pid_dir = os.path.join(run_dir, KVM_RUN_SUBDIR, "pid")
     try:
@@ -139,10 +145,13 @@ def kvm_pid_files(run_dir):
     found = []
     for name in names:
         try:
-            with open(os.path.join(pid_dir, name), "rb") as f:
-                text = f.read(64)
-        except (FileNotFoundError, IsADirectoryError):
+            text = read_bounded(os.path.join(pid_dir, name), PID_FILE_MAX)
+        except FileNotFoundError:
             continue  # removed by Ganeti while we listed
+        except PermissionError:
+            raise
+        except OSError:
+            text = b""
         try:
             pid = int(text.strip())
         except ValueError:
@@ -156,14 +165,16 @@ def kvm_runtime_path(run_dir, instance):
 
     From `conf/<instance>.runtime` (JSON `[kvm_cmd, nics, hvparams, ...]`):
     `hvparams["kvm_path"]`, else `kvm_cmd[0]`.  None when the file is
-    missing or not in that shape; PermissionError propagates.
+    missing, not a plain file of at most RUNTIME_MAX bytes, or not JSON in
+    that shape; PermissionError propagates.
     """
     import json
     path = os.path.join(run_dir, KVM_RUN_SUBDIR, "conf", instance + ".runtime")
     try:
-        with open(path, "rb") as f:
-            data = json.loads(f.read(4 << 20).decode("utf-8", "replace"))
-    except (FileNotFoundError, NotADirectoryError, ValueError):
+        data = json.loads(read_bounded(path, RUNTIME_MAX).decode("utf-8", "replace"))
+    except PermissionError:
+        raise
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(data, list) or not data:
         return None
