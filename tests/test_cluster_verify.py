@@ -112,18 +112,30 @@ class Cluster:
         """Agent mode: the host's own services and the piggybacked ones."""
         return self.run().hosts
 
-    def start(self, *args):
-        """Start the check in the background (same environment)."""
+    def start(self, *args, connection=None):
+        """Start the check in the background (same environment).
+
+        `connection`: an fd the check gets as fd 9, as the agent passes
+        the client's connection under xinetd or systemd.
+        """
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                "MK_CONFDIR": str(self.tmp / "etc"),
                "MK_VARDIR": str(self.tmp / "var")}
         env.update(self.env)
         (self.tmp / "etc").mkdir(exist_ok=True)
         (self.tmp / "etc" / "ganeti_cmk.cfg").write_text(self.config_text())
+        command = [sys.executable, os.path.join(ROOT, "checks", SCRIPT)] + list(args)
+        fds = ()
+        if connection is not None:
+            command = [sys.executable, "-c", "import os, sys; "
+                       "fd = int(sys.argv[1]); os.dup2(fd, 9); os.close(fd); "
+                       "os.execv(sys.argv[2], sys.argv[2:])",
+                       str(connection)] + command
+            fds = (connection,)
         proc = subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "checks", SCRIPT)] + list(args),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, universal_newlines=True, env=env)
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, universal_newlines=True, env=env,
+            pass_fds=fds)
         self.processes.append(proc)
         return proc
 
@@ -229,6 +241,26 @@ def test_agent_never_waits_for_verify(cluster):
                                    "ganeti_verify_duration", "ganeti_verify_age"}
     assert svc["metrics"]["ganeti_verify_errors"] == 3
     assert len(cluster.verifies()) == 1
+
+
+def test_refresher_does_not_hold_the_agents_connection(cluster):
+    """Under xinetd or systemd the agent's fd 9 is the client connection:
+    a refresher that inherited it would make the server wait for verify."""
+    cluster.case("era-2.4")
+    cluster.env["FAKE_GNT_WAIT_FILE"] = str(cluster.release)
+    server, connection = os.pipe()
+    try:
+        proc = cluster.start(connection=connection)
+        os.close(connection)
+        out, _ = proc.communicate()
+        svc = assert_valid_output(out)[None][SERVICE]
+        assert svc["summary"].startswith("first verify run in progress")
+        wait_for(lambda: cluster.verifies(), "verify to start")
+        assert lock_is_held(str(cluster.lock))     # the refresh still runs ...
+        os.set_blocking(server, False)
+        assert os.read(server, 1) == b""           # ... and the server has EOF
+    finally:
+        os.close(server)
 
 
 def test_fresh_cache_is_printed_without_a_new_verify(cluster):

@@ -283,10 +283,13 @@ def refresh(paths, command, settings, wait, log):
 def spawn_refresh(config_path):
     """Start this check with --refresh-cache, detached; return its pid.
 
-    Own session, stdin/stdout/stderr on /dev/null, nobody waits for it.
-    It imports the library from where this module came from, so it works
-    from a checkout, an installed package and a zipapp alike.
+    Own session, stdin/stdout/stderr on /dev/null, every other fd closed
+    (the agent's fd 9 is the client's connection under xinetd and systemd:
+    inherited, it would make the server wait for verify), nobody waits for
+    it.  It imports the library from where this module came from, so it
+    works from a checkout, an installed package and a zipapp alike.
     """
+    import subprocess
     lib = os.path.dirname(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))))
     code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
@@ -295,11 +298,10 @@ def spawn_refresh(config_path):
             "sys.exit(main(CHECK))")
     argv = [sys.executable, "-c", code, lib, "--refresh-cache",
             "--config", config_path]
-    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-               (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-               (os.POSIX_SPAWN_DUP2, 1, 2)]
-    return os.posix_spawn(sys.executable, argv, dict(os.environ),
-                          file_actions=actions, setsid=True)
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, close_fds=True,
+                            start_new_session=True).pid
 
 
 def cached_result(paths, command, settings, config_path, now, log):
