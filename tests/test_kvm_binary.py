@@ -6,12 +6,14 @@ process_names in the test config matches only the stand-ins, so qemu
 processes elsewhere on the machine do not disturb the results.
 """
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -428,6 +430,57 @@ def test_binary_removed_from_disk(node, doubles, tmp_path):
     out = check(node, tmp_path)
     assert out["state"] == "1"
     assert "web1 (running 7.2.15, binary removed from disk since" in out["summary"]
+
+
+def test_binary_path_now_a_symlink_loop(node, doubles, tmp_path):
+    """Whatever is at the path now, the instance is reported, not the check
+    failed (ELOOP)."""
+    install(doubles["old"], node.binary())
+    node.start("web1")
+    install_symlink(node.binary(), node.binary())
+    out = check(node, tmp_path)
+    assert out["state"] == "1"
+    assert "web1 (running 7.2.15, binary removed from disk since" in out["summary"]
+
+
+@pytest.mark.parametrize("kind", ["directory", "symlink loop", "fifo", "deep JSON"])
+def test_runtime_file_in_the_way(node, doubles, tmp_path, kind):
+    """The instance is still reported, started as the cluster's kvm_path."""
+    from test_ganeti_kvm import planted_runtime
+    install(doubles["old"], node.binary())
+    node.start("x")
+    os.unlink(os.path.join(node.kvm_dir, "conf", "x.runtime"))
+    planted_runtime(Path(node.run_dir), tmp_path, kind)
+    install(doubles["new"], node.binary())
+    out = check(node, tmp_path, kvm_path=node.binary("kvm"))
+    assert out["state"] == "1", out
+    assert out["summary"].startswith("1 of 1 instance runs a replaced KVM binary: x (running "
+                                     "7.2.15, installed 7.2.18 since ")
+    assert out["details"][0].endswith(", started as %s" % node.binary("kvm"))
+
+
+@pytest.mark.parametrize("kvm_path", ["/usr/bin/k\u0000vm", "loop"])
+def test_binary_removed_and_its_kvm_path_is_no_file(node, doubles, tmp_path, kvm_path):
+    """A runtime kvm_path with a NUL byte or a symlink loop: the installed
+    version is unknown, not the check failed (ValueError, ELOOP)."""
+    if kvm_path == "loop":
+        kvm_path = node.binary("loop")
+        os.symlink(kvm_path, kvm_path)
+    install(doubles["old"], node.binary("qemu-old"))
+    node.start("web1", exe=node.binary("qemu-old"))
+    with open(os.path.join(node.kvm_dir, "conf", "web1.runtime"), "w") as f:
+        json.dump([["x"], [], {"kvm_path": kvm_path}, []], f)
+    os.unlink(node.binary("qemu-old"))
+    out = check(node, tmp_path)
+    assert out["state"] == "1"
+    assert "web1 (running 7.2.15, binary removed from disk since" in out["summary"]
+
+
+def test_cluster_kvm_path_with_a_nul_byte(node, tmp_path):
+    with open(os.path.join(node.data_dir, "ssconf_hvparams_kvm"), "w") as f:
+        f.write("kvm_path=/usr/bin/k\0vm\n")
+    out = check(node, tmp_path)
+    assert out["state"] == "0" and out["summary"] == "no qemu processes running"
 
 
 def test_version_unknown_is_not_an_error(node, doubles, tmp_path):

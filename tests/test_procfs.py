@@ -148,6 +148,39 @@ def test_other_mount_namespace_uses_proc_pid_root(node, doubles):
     assert not procfs.same_file(os.stat(node.binary()), exe.stat)
 
 
+def test_disk_stat_of_a_path_that_cannot_be_a_file_is_none(tmp_path):
+    """A symlink loop, a NUL byte or a file used as a directory: no file
+    there (for this process), not an error."""
+    loop = str(tmp_path / "loop")
+    os.symlink(loop, loop)
+    (tmp_path / "file").write_text("")
+    pid = os.getpid()
+    for path in (loop, str(tmp_path / "k\0vm"), str(tmp_path / "file" / "kvm"),
+                 str(tmp_path / "missing")):
+        assert procfs.disk_stat(PROC, pid, path) is None, path
+
+
+@needs_root
+def test_disk_stat_not_permitted_raises(tmp_path):
+    """PermissionError is the caller's to report ("run as root")."""
+    (tmp_path / "closed").mkdir(mode=0o700)
+    (tmp_path / "closed" / "kvm").write_text("")
+    os.chmod(str(tmp_path), 0o755)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                procfs.disk_stat(PROC, os.getpid(), str(tmp_path / "closed" / "kvm"))
+            except PermissionError:
+                code = 0
+        finally:
+            os._exit(code)
+    assert os.waitpid(child, 0)[1] == 0
+
+
 def test_deleted_mappings(node, doubles, public_dir, tmp_path):
     """A replaced preloaded library shows up; one under /tmp is ignored."""
     lib = compile_library(public_dir)

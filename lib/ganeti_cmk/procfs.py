@@ -164,10 +164,16 @@ def disk_path(proc, pid, path):
 
 
 def disk_stat(proc, pid, path):
-    """os.stat (symlinks followed) of `path` on disk for `pid`, or None."""
+    """os.stat (symlinks followed) of `path` on disk for `pid`, or None.
+
+    None whenever no file is there: missing, a symlink loop, a NUL byte in
+    the path.  Only PermissionError propagates.
+    """
     try:
         return os.stat(disk_path(proc, pid, path))
-    except _GONE:
+    except PermissionError:
+        raise
+    except (OSError, ValueError):
         return None
 
 

@@ -273,7 +273,7 @@ def probe(proc, run_dir, kvm_path, matches, cache, check_libraries=False):
     if not found.processes and kvm_path:
         try:
             st = os.stat(kvm_path)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL byte in ssconf
             st = None
         found.installed = st and _version(cache, kvm_path, st)
     return found
