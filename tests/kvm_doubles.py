@@ -86,11 +86,17 @@ def doubles(tmp_path_factory):
             "none": compile_double(d, None, "none")}
 
 
-def install(source, path):
-    """Put `source` at `path` as dpkg does: write path.dpkg-new, rename over."""
+def install(source, path, mtime=None):
+    """Put `source` at `path` as dpkg does: write path.dpkg-new, rename over.
+
+    dpkg also gives the file the mtime it has in the package (its build
+    time): pass that as `mtime`.
+    """
     tmp = path + ".dpkg-new"
     shutil.copyfile(source, tmp)
     os.chmod(tmp, 0o755)
+    if mtime is not None:
+        os.utime(tmp, (mtime, mtime))
     os.rename(tmp, path)
 
 

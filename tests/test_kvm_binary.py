@@ -102,6 +102,23 @@ def test_levels(node, doubles, tmp_path):
     assert out["metrics"]["kvm_outdated"] == 1
 
 
+def test_age_counts_from_the_first_replacement(node, doubles):
+    """An instance left on u12 through the u15 and u18 upgrades has been
+    outdated since u15: not since u18, not since a later chmod, and not
+    since the build time dpkg keeps as mtime."""
+    built = time.time() - 30 * 86400
+    install(doubles["old"], node.binary(), mtime=built)
+    p = node.start("web1")
+    install(doubles["new"], node.binary(), mtime=built)  # u15
+    first = os.stat("/proc/%d/exe" % p.pid).st_ctime  # the rename unlinked it
+    wait_until(lambda: time.time() > first + 0.1, "the clock to move on")
+    install(doubles["new"], node.binary(), mtime=built + 86400)  # u18
+    os.chmod(node.binary(), 0o755)  # dpkg-statoverride, Puppet
+    assert os.stat(node.binary()).st_ctime > first
+    [web1] = probe(node).processes
+    assert web1.replaced and web1.since == first
+
+
 def test_evaluate_ages_by_the_install_time():
     p = kvm_binary.Process(10, "web1", True, "/usr/bin/kvm")
     p.exe = procfs.Exe("/usr/bin/qemu-system-x86_64", True, None)

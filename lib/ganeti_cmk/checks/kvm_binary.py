@@ -195,10 +195,14 @@ def inspect(proc, p, cache, check_libraries, kvm_path_of=lambda p: None):
     elif disk is not None:
         p.replaced = True
         p.installed, p.installed_path = _version(cache, disk_path, disk), exe.path
-        p.since = disk.st_ctime  # dpkg keeps the build time as mtime
+        # Since the running file was unlinked (its ctime: no path names it
+        # any more, so nothing moves it later).  Not the new file's mtime
+        # (dpkg keeps the build time) nor its ctime (every later upgrade,
+        # chmod or chown moves it).
+        p.since = exe.stat.st_ctime if exe.deleted else disk.st_ctime
     elif exe.deleted:
-        # Gone from disk (package removed, or moved): the replaced inode's
-        # ctime is when it was unlinked; kvm_path may show what comes next.
+        # Gone from disk (package removed, or moved); kvm_path may show
+        # what comes next.
         p.replaced = True
         p.since = exe.stat.st_ctime
         p.kvm_path = p.kvm_path or kvm_path_of(p)
