@@ -26,6 +26,7 @@ from localcheck_grammar import assert_valid_output
 
 SCRIPT = "ganeti_cluster_verify"
 FAKE = os.path.join(ROOT, "tests", "fake_gnt_cluster")
+FAKE_SYSTEMD_RUN = os.path.join(ROOT, "tests", "fake_systemd_run")
 DATA = os.path.join(ROOT, "tests", "data", "verify")
 MASTER = "master.example.com"
 SERVICE = "Ganeti verify"
@@ -78,6 +79,8 @@ class Cluster:
         self.node = MASTER
         self.gnt_cluster = FAKE
         self.settings = {}
+        # hermetic on a machine that runs systemd, too: see systemd()
+        self.paths = {"systemd_system_dir": str(tmp_path / "no-systemd")}
         self.general = ""
         self.env = {"FAKE_GNT_LOG": str(self.log)}
         self.processes = []
@@ -91,8 +94,9 @@ class Cluster:
 
     def config_text(self):
         text = ("[paths]\nganeti_data_dir = %s\ngnt_cluster = %s\n"
-                "[ganeti]\nnode_name = %s\n[cluster_verify]\n"
-                % (self.data_dir, self.gnt_cluster, self.node))
+                % (self.data_dir, self.gnt_cluster))
+        text += "".join("%s = %s\n" % kv for kv in self.paths.items())
+        text += "[ganeti]\nnode_name = %s\n[cluster_verify]\n" % self.node
         text += "".join("%s = %s\n" % kv for kv in self.settings.items())
         if self.general:
             text += "[general]\n" + self.general
@@ -138,6 +142,23 @@ class Cluster:
             pass_fds=fds)
         self.processes.append(proc)
         return proc
+
+    def systemd(self, running=True):
+        """Make the check see systemd (or not) and use the fake systemd-run."""
+        marker = self.tmp / "run-systemd-system"
+        if running:
+            marker.mkdir()
+        self.paths.update(systemd_run=FAKE_SYSTEMD_RUN,
+                          systemd_system_dir=str(marker))
+        self.env["FAKE_SYSTEMD_RUN_LOG"] = str(self.tmp / "systemd-run.log")
+
+    def systemd_runs(self):
+        """The fake systemd-run's calls so far: [[arg, ...]]."""
+        log = self.tmp / "systemd-run.log"
+        if not log.exists():
+            return []
+        return [call.strip("\n").split("\n")
+                for call in log.read_text().split("--end\n") if call]
 
     def verifies(self):
         """The fake gnt-cluster's runs so far: [(pid, args)]."""
@@ -352,6 +373,57 @@ def test_refresh_that_cannot_start_is_visible(cluster):
     assert svc["summary"].startswith("no verify result yet: cache ")
     assert svc["summary"].endswith("cannot start a background refresh: %s: "
                                    "Not a directory" % state_dir)
+    assert cluster.verifies() == []
+
+
+def test_under_systemd_the_refresh_is_a_unit_of_its_own(cluster):
+    """The agent's per-connection unit kills what is left in its cgroup when
+    the agent exits: a refresher must run as a transient unit instead."""
+    cluster.systemd()
+    cluster.case("era-2.4")
+    svc = service(cluster.agent())
+    assert svc["summary"] == ("first verify run in progress: refresh started "
+                              "in the background (systemd unit "
+                              "ganeti-cmk-verify-refresh.service)")
+    (call,) = cluster.systemd_runs()
+    assert call[:8] == [
+        "--no-block", "--collect", "--quiet", "--unit=ganeti-cmk-verify-refresh",
+        "--description=Ganeti verify refresh (ganeti-cmk)",
+        "--setenv=MK_CONFDIR=%s" % (cluster.tmp / "etc"),
+        "--setenv=MK_VARDIR=%s" % (cluster.tmp / "var"), "--"]
+    assert call[8] == sys.executable and "--refresh-cache" in call
+    # the unit gets no environment but --setenv's: the cache lands in MK_VARDIR
+    cluster.wait_for_cache()
+    svc = service(cluster.agent())
+    assert svc["state"] == "2" and svc["metrics"]["ganeti_verify_errors"] == 3
+    assert len(cluster.verifies()) == 1 and len(cluster.systemd_runs()) == 1
+
+
+def test_without_systemd_the_refresh_is_started_directly(cluster):
+    cluster.systemd(running=False)
+    cluster.case("era-2.4")
+    svc = service(cluster.agent())
+    assert svc["summary"].startswith("first verify run in progress: refresh "
+                                     "started in the background (pid ")
+    cluster.wait_for_cache()
+    assert cluster.systemd_runs() == [] and len(cluster.verifies()) == 1
+
+
+@pytest.mark.parametrize("error, state, summary", [
+    ("Failed to start transient service unit: Unit "
+     "ganeti-cmk-verify-refresh.service already exists.", "3",
+     "first verify run in progress: refresh running (systemd unit "
+     "ganeti-cmk-verify-refresh.service exists)"),
+    ("Failed to connect to bus: No such file or directory", "3",
+     "no verify result yet: cannot start a background refresh: systemd-run "
+     "exited with 1: Failed to connect to bus: No such file or directory"),
+])
+def test_systemd_run_failing(cluster, error, state, summary):
+    cluster.systemd()
+    cluster.case("era-2.4")
+    cluster.env.update(FAKE_SYSTEMD_RUN_RC="1", FAKE_SYSTEMD_RUN_ERR=error)
+    svc = service(cluster.agent())
+    assert (svc["state"], svc["summary"]) == (state, summary)
     assert cluster.verifies() == []
 
 

@@ -22,7 +22,7 @@ import time
 from .. import ganeti, verify
 from ..config import format_duration
 from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable,
-                          Result, State, valid_host, worst)
+                          Result, State, sanitize, valid_host, worst)
 from ..runner import Check, extend_deadline
 from ..statefile import write_atomically
 
@@ -35,6 +35,9 @@ KILL_GRACE = 5        # s to collect the output after killing verify's group
 DEADLINE_GRACE = 60   # s a refresh may take beyond the verify timeout
 SHOWN = 3             # findings named in the summary
 SHORT_MESSAGE = 60    # characters of a message in the summary
+SUMMARY_TEXT = 200    # characters of a text from stderr in the summary
+REFRESH_UNIT = "ganeti-cmk-verify-refresh"  # the refresher's systemd unit
+SYSTEMD_RUN_TIMEOUT = 10  # s systemd-run --no-block may take
 
 # Could-not-run reasons from verify's stderr: state and what to say.
 FAILURES = {
@@ -280,14 +283,18 @@ def refresh(paths, command, settings, wait, log):
         lock.release()
 
 
-def spawn_refresh(config_path):
-    """Start this check with --refresh-cache, detached; return its pid.
+def spawn_refresh(config_path, systemd_run=None):
+    """Start this check with --refresh-cache, detached: (state, what happened).
 
     Own session, stdin/stdout/stderr on /dev/null, every other fd closed
     (the agent's fd 9 is the client's connection under xinetd and systemd:
     inherited, it would make the server wait for verify), nobody waits for
-    it.  It imports the library from where this module came from, so it
-    works from a checkout, an installed package and a zipapp alike.
+    it.  With `systemd_run` it becomes a transient unit of its own, since
+    systemd stops every process left in the agent's per-connection unit
+    when the agent exits (a new session does not leave that cgroup); the
+    fixed unit name also keeps a second refresher from starting.  It
+    imports the library from where this module came from, so it works from
+    a checkout, an installed package and a zipapp alike.
     """
     import subprocess
     lib = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -298,13 +305,47 @@ def spawn_refresh(config_path):
             "sys.exit(main(CHECK))")
     argv = [sys.executable, "-c", code, lib, "--refresh-cache",
             "--config", config_path]
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, close_fds=True,
-                            start_new_session=True).pid
+    if systemd_run is None:
+        pid = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, close_fds=True,
+                               start_new_session=True).pid
+        return OK, "refresh started in the background (pid %d)" % pid
+    unit = "systemd unit %s.service" % REFRESH_UNIT
+    command = [systemd_run, "--no-block", "--collect", "--quiet",
+               "--unit=" + REFRESH_UNIT,
+               "--description=Ganeti verify refresh (ganeti-cmk)"]
+    command += ["--setenv=%s=%s" % (name, os.environ[name])
+                for name in ("MK_CONFDIR", "MK_VARDIR") if name in os.environ]
+    try:
+        proc = subprocess.run(command + ["--"] + argv,
+                              stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              close_fds=True, timeout=SYSTEMD_RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return WARN, ("cannot start a background refresh: %s did not return "
+                      "within %d s" % (systemd_run, SYSTEMD_RUN_TIMEOUT))
+    said = proc.stderr.decode("utf-8", "replace").strip()
+    if proc.returncode == 0:
+        return OK, "refresh started in the background (%s)" % unit
+    if "already exists" in said:
+        return OK, "refresh running (%s exists)" % unit
+    return WARN, ("cannot start a background refresh: systemd-run exited "
+                  "with %d: %s" % (proc.returncode, sanitize(
+                      said.splitlines()[-1] if said else "no reason given",
+                      SUMMARY_TEXT)))
 
 
-def cached_result(paths, command, settings, config_path, now, log):
+def _systemd_run(config):
+    """`[paths] systemd_run` when systemd runs this machine, else None."""
+    systemd_run = config.get_path("paths", "systemd_run")
+    if (os.path.isdir(config.get_path("paths", "systemd_system_dir"))
+            and os.access(systemd_run, os.X_OK)):
+        return systemd_run
+    return None
+
+
+def cached_result(paths, command, settings, config, now, log):
     """Agent mode: (cache or None, (state, note) about the refresh or None).
 
     Starts a background refresh when the cache is missing, unreadable, older
@@ -328,10 +369,8 @@ def cached_result(paths, command, settings, config_path, now, log):
         free = lock.acquire(record=False)
         lock.release()
         if free:
-            pid = spawn_refresh(config_path)
-            log("started background refresh, pid %d" % pid)
-            text = "refresh started in the background (pid %d)" % pid
-            state = OK
+            state, text = spawn_refresh(config.path, _systemd_run(config))
+            log(text)
         else:
             holder = lock.holder()
             text = "refresh running"
@@ -553,7 +592,7 @@ def run(ctx):
         cache = refresh(paths, command, settings, True, ctx.log)
         note = None
     else:
-        cache, note = cached_result(paths, command, settings, config.path,
+        cache, note = cached_result(paths, command, settings, config,
                                     time.time(), ctx.log)
     hosts = ()
     if settings.piggyback:
