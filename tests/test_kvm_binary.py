@@ -549,6 +549,30 @@ def test_replaced_libraries(node, doubles, public_dir, tmp_path):
     assert out["metrics"]["kvm_outdated"] == 1
 
 
+def test_library_age_counts_from_its_first_replacement(node, doubles, public_dir):
+    """Upgraded twice, then removed (a soname bump): outdated since the
+    first upgrade, in every run; not 'since now' (no file at the path),
+    not since the later upgrade."""
+    lib = compile_library(public_dir)
+    install(doubles["new"], node.binary())
+    node.start("web1", env=dict(os.environ, LD_PRELOAD=lib))
+    mapped = os.open(lib, os.O_RDONLY)  # the inode the process maps
+    try:
+        install(lib, lib)
+        first = os.fstat(mapped).st_ctime  # set as the rename unlinked it
+    finally:
+        os.close(mapped)
+    wait_until(lambda: time.time() > first + 0.1, "the clock to move on")
+    install(lib, lib)
+    assert os.stat(lib).st_ctime > first
+    [web1] = probe(node, check_libraries=True).processes
+    assert web1.libraries == [lib] and web1.since == first
+    os.unlink(lib)
+    for _ in range(2):
+        [web1] = probe(node, check_libraries=True).processes
+        assert web1.libraries == [lib] and web1.since == first
+
+
 def test_config_problem_is_shown(node, tmp_path):
     out = check(node, tmp_path, crit_after="soon")
     assert out["state"] == "1"

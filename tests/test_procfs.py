@@ -188,13 +188,31 @@ def test_deleted_mappings(node, doubles, public_dir, tmp_path):
     install(doubles["old"], node.binary())
     env = dict(os.environ, LD_PRELOAD="%s:%s" % (lib, tmp_lib))
     p = node.start("inst1", env=env)
-    assert procfs.deleted_mappings(PROC, p.pid) == []
+    assert procfs.deleted_mappings(PROC, p.pid) == {}
     install(lib, lib)
     install(tmp_lib, tmp_lib)
     install(doubles["new"], node.binary())
-    assert procfs.deleted_mappings(PROC, p.pid) == [lib]  # the exe is in /tmp too
-    assert procfs.deleted_mappings(PROC, p.pid, ignore=()) == sorted(
+    found = procfs.deleted_mappings(PROC, p.pid)
+    assert list(found) == [lib]  # the exe is in /tmp too
+    assert sorted(procfs.deleted_mappings(PROC, p.pid, ignore=())) == sorted(
         [lib, tmp_lib, node.binary()])
+    assert os.readlink("/proc/%d/map_files/%s" % (p.pid, found[lib])) == lib + " (deleted)"
+
+
+@needs_root
+def test_mapped_stat_is_the_unlinked_inode(node, doubles, public_dir):
+    lib = compile_library(public_dir)
+    install(doubles["old"], node.binary())
+    p = node.start("inst1", env=dict(os.environ, LD_PRELOAD=lib))
+    before = os.stat(lib)
+    os.unlink(lib)
+    addresses = procfs.deleted_mappings(PROC, p.pid)[lib]
+    st = procfs.mapped_stat(PROC, p.pid, addresses)
+    assert procfs.same_file(st, before) and st.st_nlink == 0
+    assert procfs.mapped_stat(PROC, p.pid, "1000-2000") is None  # no such mapping
+    p.kill()
+    p.wait()
+    assert procfs.mapped_stat(PROC, p.pid, addresses) is None
 
 
 def test_readers_work_on_a_fake_proc_tree(tmp_path):
@@ -217,7 +235,7 @@ def test_readers_work_on_a_fake_proc_tree(tmp_path):
     assert procfs.comm(str(proc), 42) == "kvm"
     assert procfs.cmdline(str(proc), 42) == ["/usr/bin/kvm", "-name", "evil\ufffd\nx"]
     assert procfs.state(str(proc), 42) == "S"
-    assert procfs.deleted_mappings(str(proc), 42) == ["/usr/lib/libx.so.1"]
+    assert procfs.deleted_mappings(str(proc), 42) == {"/usr/lib/libx.so.1": "55d0-55d1"}
     assert procfs.exe(str(proc), 42) is None  # no exe link: like a kernel thread
     assert procfs.disk_path(str(proc), 42, "/usr/bin/kvm") == "%s/42/root/usr/bin/kvm" % proc
 

@@ -184,16 +184,17 @@ IGNORED_MAPPINGS = ("/memfd:", "/SYSV", "/dev/", "/drm", "/[aio]", "/tmp/",
 
 
 def deleted_mappings(proc, pid, ignore=IGNORED_MAPPINGS):
-    """Paths of executable file mappings marked ' (deleted)', or None if gone.
+    """Executable file mappings marked ' (deleted)', or None if gone.
 
     These are shared libraries replaced on disk since the process mapped
-    them (the process's own executable is among them when it was replaced).
+    them (the process's own executable is among them when it was replaced):
+    {path: address range}, the range of one mapping of it (for mapped_stat).
     """
     try:
         data = _read("%s/%d/maps" % (proc, pid), 64 << 20)
     except _GONE:
         return None
-    found = set()
+    found = {}
     for line in data.splitlines():
         # address perms offset dev inode path
         fields = line.split(None, 5)
@@ -204,5 +205,18 @@ def deleted_mappings(proc, pid, ignore=IGNORED_MAPPINGS):
             continue
         path = path[:-len(DELETED)]
         if path.startswith("/") and not path.startswith(tuple(ignore)):
-            found.add(path)
-    return sorted(found)
+            found.setdefault(path, _text(fields[0]))
+    return found
+
+
+def mapped_stat(proc, pid, addresses):
+    """os.stat of the file `pid` maps at `addresses` ('7f1c...-7f1c...').
+
+    The mapped inode itself, even when no path names it any more; its ctime
+    then says when it was unlinked.  None if the process or the mapping is
+    gone.  Only root may look (CAP_SYS_ADMIN): PermissionError otherwise.
+    """
+    try:
+        return os.stat("%s/%d/map_files/%s" % (proc, pid, addresses))
+    except _GONE:
+        return None

@@ -235,18 +235,20 @@ def _installed_at(proc, p, cache):
 
 
 def _check_libraries(proc, p):
-    """Replaced shared libraries `p` maps, and since when."""
+    """Replaced shared libraries `p` maps, and since when: like the binary,
+    the mapped file's ctime, set when the upgrade unlinked it."""
+    since = {}
     try:
-        libraries = procfs.deleted_mappings(proc, p.pid) or []
-        libraries = [lib for lib in libraries if lib != p.exe.path]
-        ctimes = [st.st_ctime for st in
-                  (procfs.disk_stat(proc, p.pid, lib) for lib in libraries) if st]
+        for lib, addresses in (procfs.deleted_mappings(proc, p.pid) or {}).items():
+            st = procfs.mapped_stat(proc, p.pid, addresses) if lib != p.exe.path else None
+            if st is not None:  # None: unmapped meanwhile
+                since[lib] = st.st_ctime
     except PermissionError:
         p.denied = True
         return
-    p.libraries = libraries
-    if libraries:
-        p.since = min(ctimes) if ctimes else time.time()
+    p.libraries = sorted(since)
+    if since:
+        p.since = min(since.values())
 
 
 def probe(proc, run_dir, kvm_path, matches, cache, check_libraries=False):
