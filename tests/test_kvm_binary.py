@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from support import assert_valid_output, needs_root, run_agent, run_script
+from support import (ROOT, SYSTEM_PYTHON, assert_valid_output, needs_root, run_agent,
+                     run_script)
 from ganeti_cmk import procfs
 from ganeti_cmk.checks import kvm_binary
 from ganeti_cmk.localcheck import CRIT, OK, UNKNOWN, WARN
@@ -399,6 +400,63 @@ def test_hidden_processes_are_unknown_not_ok(public_dir):
         finally:
             os._exit(code)
     assert os.waitpid(child, 0)[1] == 0
+
+
+def check_as_nobody_with_hidepid(node, directory, hidepid):
+    """The check as nobody, with /proc mounted with hidepid=N (in a private
+    mount namespace, at `<directory>/proc`); the fields of our service."""
+    if not shutil.which("unshare"):
+        pytest.skip("unshare is needed")
+    proc = os.path.join(directory, "proc%d" % hidepid)
+    os.mkdir(proc)
+    etc = tempfile.mkdtemp(dir=directory)
+    os.chmod(etc, 0o755)
+    with open(os.path.join(etc, "ganeti_cmk.cfg"), "w") as f:
+        f.write(node.config().replace("[paths]\n", "[paths]\nproc = %s\n" % proc))
+    script = ('mount -t proc -o hidepid=%d proc "$1" || exit 77; shift; exec "$@"' % hidepid)
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", proc,
+         "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SYSTEM_PYTHON,
+         os.path.join(ROOT, "checks", "ganeti_kvm_binary")],
+        env={"PATH": "/usr/bin:/bin", "MK_CONFDIR": etc, "MK_VARDIR": etc},
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        universal_newlines=True, timeout=60)
+    if result.returncode == 77:
+        pytest.skip("cannot mount proc here: %s" % result.stderr.strip())
+    assert result.returncode == 0, result.stderr
+    services = assert_valid_output(result.stdout)[None]
+    assert list(services) == [SERVICE]
+    return services[SERVICE], proc
+
+
+@needs_root
+@pytest.mark.parametrize("hidepid", [1, 2])
+def test_hidepid_is_unknown_run_as_root(doubles, public_dir, hidepid):
+    """hidepid=1: other users' /proc/PID can be listed, not read; 2: not
+    even listed.  Either way: run as root, and no instance is called stale."""
+    shared = Node(public_dir)
+    install(doubles["old"], shared.binary())
+    web1 = shared.start("web1")
+    try:
+        install(doubles["new"], shared.binary())
+        for d, _, _ in os.walk(public_dir):
+            os.chmod(d, 0o755)
+        out, proc = check_as_nobody_with_hidepid(shared, public_dir, hidepid)
+        hidden = ("cannot see other users' processes (%s is mounted with hidepid): "
+                  "run the check as root" % proc)
+        assert out["state"] == "3", out
+        if hidepid == 1:
+            assert out["summary"] == ("cannot inspect 1 qemu process (pid %d): permission "
+                                      "denied; %s" % (web1.pid, hidden))
+            assert out["details"] == ["web1: pid %d: not inspected (permission denied)"
+                                      % web1.pid]
+            assert out["metrics"] == {"kvm_outdated": 0, "kvm_processes": 1}
+        else:
+            assert out["summary"] == hidden
+            assert out["details"] == []
+            assert out["metrics"] == {"kvm_outdated": 0, "kvm_processes": 0}
+    finally:
+        shared.stop_all()
 
 
 def check_as_nobody(node, directory):

@@ -74,6 +74,22 @@ def state(proc, pid):
     return _text(fields[0]) if fields else None
 
 
+def others_hidden(proc):
+    """Whether `proc` hides other users' processes from us (mounted with
+    hidepid=1: listed, not readable; hidepid=2: not even listed).
+
+    Probed on pid 1 (init, root's): its cmdline is readable by every user
+    unless /proc hides it.
+    """
+    try:
+        _read("%s/1/cmdline" % proc, 1)
+    except PermissionError:
+        return True
+    except _GONE:
+        return True
+    return False
+
+
 def exe_name(proc, pid):
     """The executable's file name (no ' (deleted)'), or None.
 

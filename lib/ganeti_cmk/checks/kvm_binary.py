@@ -99,15 +99,18 @@ def names_matcher(patterns):
     return matches
 
 
+NOT_RUNNING = "which is not running (stale pid file)"
+
+
 def _not_the_instance(proc, pid, instance):
     """Why `pid` from `instance`'s pid file is not that instance, or None."""
     argv = procfs.cmdline(proc, pid)
     if argv is None:
-        return "which is not running (stale pid file)"
+        return NOT_RUNNING
     if not argv:
         if procfs.state(proc, pid) == "Z":
             return "a zombie (the instance has exited)"
-        return "which is not running (stale pid file)"
+        return NOT_RUNNING
     name = ganeti.qemu_name(argv)
     if name != instance:
         return "another process (-name %s): the pid was reused" % (
@@ -115,18 +118,26 @@ def _not_the_instance(proc, pid, instance):
     return None
 
 
-def find_instances(proc, run_dir, found):
-    """Ganeti's running instances from their pid files, into `found`."""
+def find_instances(proc, run_dir, found, hidden=False):
+    """Ganeti's running instances from their pid files, into `found`.
+
+    `hidden`: /proc hides other users' processes, so a pid that seems not
+    to run may just be invisible: not called stale.
+    """
     for instance, pid in ganeti.kvm_pid_files(run_dir):
         if pid is None:
             found.stale.append("%s: the pid file holds no process id" % instance)
             continue
-        why = _not_the_instance(proc, pid, instance)
-        if why:
+        p = Process(pid, instance, True)
+        try:
+            why = _not_the_instance(proc, pid, instance)
+        except PermissionError:
+            why, p.denied = None, True
+        if why is None:
+            found.processes.append(p)
+        elif not (hidden and why == NOT_RUNNING):
             found.stale.append("%s: the pid file names pid %d, %s"
                                % (instance, pid, why))
-            continue
-        found.processes.append(Process(pid, instance, True))
 
 
 def started_as(run_dir, p, default_kvm_path):
@@ -152,12 +163,15 @@ def find_others(proc, matches, found):
         if pid in known or pid == me:
             continue
         try:
-            name = procfs.exe_name(proc, pid)
+            try:
+                name = procfs.exe_name(proc, pid)
+            except PermissionError:
+                name = procfs.comm(proc, pid)
+            if name is None or not matches(name):
+                continue
+            argv = procfs.cmdline(proc, pid)
         except PermissionError:
-            name = procfs.comm(proc, pid)
-        if name is None or not matches(name):
-            continue
-        argv = procfs.cmdline(proc, pid)
+            continue  # /proc hides it (hidepid): probe() says so once
         if not argv:
             continue  # exited, a zombie, or a kernel thread
         kvm_path = argv[0] if argv[0].startswith("/") else None
@@ -257,12 +271,13 @@ def probe(proc, run_dir, kvm_path, matches, cache, check_libraries=False):
     found.kvm_path = kvm_path
     found.euid = os.geteuid()
     pid_dir = os.path.join(run_dir, ganeti.KVM_RUN_SUBDIR, "pid")
+    hidden = found.euid != 0 and procfs.others_hidden(proc)
     try:
-        find_instances(proc, run_dir, found)
+        find_instances(proc, run_dir, found, hidden)
     except PermissionError as e:
         found.errors.append("cannot read Ganeti's pid files in %s (%s)"
                             % (pid_dir, e.strerror))
-    if found.euid != 0 and not os.path.exists(os.path.join(proc, "1")):
+    if hidden:
         found.errors.append("cannot see other users' processes (%s is mounted "
                             "with hidepid)" % proc)
     find_others(proc, matches, found)
