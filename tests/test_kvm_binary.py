@@ -21,7 +21,7 @@ from support import (ROOT, SYSTEM_PYTHON, assert_valid_output, needs_root, run_a
                      run_script)
 from ganeti_cmk import procfs
 from ganeti_cmk.checks import kvm_binary
-from ganeti_cmk.localcheck import CRIT, OK, UNKNOWN, WARN
+from ganeti_cmk.localcheck import CRIT, MAX_TEXT, OK, UNKNOWN, WARN
 from ganeti_cmk.qemu_version import Version, VersionCache
 from kvm_doubles import (NAME, NAMES, NEW, OLD, Node, compile_library,  # noqa: F401
                          doubles, install, install_symlink, node, public_dir,
@@ -135,6 +135,73 @@ def test_evaluate_ages_by_the_install_time():
     assert result.summary == ("1 of 1 instance runs a replaced KVM binary: web1 "
                               "(running 7.2.15, installed 7.2.18 since 8 d): "
                               "live-migrate or restart it")
+
+
+def outdated(pid, name, running, managed=True, since=1000.0):
+    p = kvm_binary.Process(pid, name, managed, "/usr/bin/kvm")
+    p.exe = procfs.Exe("/usr/bin/qemu-system-x86_64", True, None)
+    p.replaced, p.running, p.installed = True, Version(running), Version("7.2.18")
+    p.installed_path, p.since = p.exe.path, since
+    return p
+
+
+def evaluate(processes, now=1000 + 3600):
+    found = kvm_binary.Probe()
+    found.processes = processes
+    return kvm_binary.evaluate(found, 0, 7 * 86400, now)
+
+
+def test_long_summary_keeps_the_count_and_the_remedy():
+    """36 instances on 3 old versions and 3 qemu processes of others: the
+    summary names some, says how many and what to do; details list all."""
+    procs = [outdated(1000 + 100 * g + i, "vm%02d-g%d.prod.example.com" % (i, g), run)
+             for g, run in enumerate(["7.2.11", "7.2.13", "7.2.15"]) for i in range(12)]
+    assert len(evaluate(procs).summary) <= MAX_TEXT  # 10 names fit
+    procs += [outdated(9000 + i, "x" * 150, "7.2.15", managed=False) for i in range(3)]
+    result = evaluate(procs)
+    assert len(result.summary) <= MAX_TEXT  # 3 names each fit
+    binary, others = result.summary.split("; 3 qemu processes not started by Ganeti run a "
+                                          "replaced binary: ")
+    assert binary.startswith("36 of 36 instances run a replaced KVM binary: "
+                             "vm00-g0.prod.example.com, vm01-g0.prod.example.com, "
+                             "vm02-g0.prod.example.com, 9 more (running 7.2.11, installed "
+                             "7.2.18 since 1 h); 12 more (running 7.2.13, ")
+    assert binary.endswith(": live-migrate or restart them")
+    assert others.endswith(": restart them")
+    assert len(result.details) == 36 + 3 + 1
+
+
+def test_summary_too_long_even_with_a_few_names():
+    procs = [outdated(10 + i, "%d-%s" % (i, "n" * 400), "7.2.%d" % i) for i in range(3)]
+    result = evaluate(procs)
+    assert result.summary == ("3 of 3 instances run a replaced KVM binary: "
+                              "live-migrate or restart them")
+    assert sum(d.startswith("%d-nnn" % i) for d in result.details for i in range(3)) == 3
+
+
+def test_many_denied_processes_are_counted_not_all_listed():
+    procs = [kvm_binary.Process(100 + i, None, False) for i in range(50)]
+    for p in procs:
+        p.denied = True
+    found = kvm_binary.Probe()
+    found.processes, found.euid = procs, 65534
+    result = kvm_binary.evaluate(found, 0, 1, time.time())
+    assert result.summary == ("cannot inspect 50 qemu processes (pid 100, 101, 102, 103, "
+                              "104, 105, 106, 107, 108, 109, 40 more): permission denied: "
+                              "run the check as root")
+
+
+def test_remedy_for_processes_ganeti_did_not_start_is_restart():
+    """Ganeti cannot live-migrate what it did not start."""
+    assert evaluate([outdated(42, "ghost", "7.2.15", managed=False)]).summary == (
+        "1 qemu process not started by Ganeti runs a replaced binary: pid 42 ghost "
+        "(running 7.2.15, installed 7.2.18 since 1 h): restart it")
+    assert evaluate([outdated(42, "ghost", "7.2.15", managed=False),
+                     outdated(43, "web1", "7.2.15")]).summary == (
+        "1 of 1 instance runs a replaced KVM binary: web1 (running 7.2.15, installed "
+        "7.2.18 since 1 h): live-migrate or restart it; 1 qemu process not started by "
+        "Ganeti runs a replaced binary: pid 42 ghost (running 7.2.15, installed 7.2.18 "
+        "since 1 h): restart it")
 
 
 def test_version_texts_say_just_enough():
@@ -269,6 +336,22 @@ def test_process_exiting_during_the_scan(node, doubles, monkeypatch):
     assert found.stale == ["web2: pid %d exited during the scan" % web2.pid]
     result = kvm_binary.evaluate(found, 0, 86400, time.time())
     assert result.state == WARN and "web1 (running 7.2.15" in result.summary
+
+
+def test_undecodable_path_is_not_shown_as_started_as_itself(node, doubles, tmp_path):
+    """argv[0] decodes with U+FFFD, the exe link with a surrogate: the same
+    path, so no ', started as <the same path>'."""
+    odd = os.fsdecode(os.fsencode(node.bin) + b"/we\xffird")
+    os.mkdir(odd)
+    binary = os.path.join(odd, NAME)
+    install(doubles["old"], binary)
+    ghost = node.spawn([binary, "-name", "ghost", "-pidfile", node.root + "/g.pid"],
+                       node.root + "/g.pid")
+    install(doubles["new"], binary)
+    out = check(node, tmp_path)
+    assert out["summary"].startswith("1 qemu process not started by Ganeti runs a replaced "
+                                     "binary: pid %d ghost (running 7.2.15" % ghost.pid)
+    assert "started as" not in out["details"][0], out["details"][0]
 
 
 def test_unknown_qemu_processes_are_reported_separately(node, doubles, tmp_path):
@@ -604,6 +687,8 @@ def test_replaced_libraries(node, doubles, public_dir, tmp_path):
                                      "(libcmktest.so.1 since ")
     assert "replaced libraries: %s since " % lib in out["details"][0]
     assert out["summary"].endswith("live-migrate or restart it")
+    assert out["details"][-1] == ("levels: WARN at once, CRIT 7 d after the new library "
+                                  "was installed")
     assert out["metrics"]["kvm_outdated"] == 1
 
 

@@ -15,13 +15,14 @@ import time
 
 from .. import ganeti, procfs
 from ..config import format_duration
-from ..localcheck import CRIT, OK, UNKNOWN, WARN, Metric, Result, worst
+from ..localcheck import CRIT, MAX_TEXT, OK, UNKNOWN, WARN, Metric, Result, worst
 from ..qemu_version import VersionCache
 from ..runner import Check
 
 SERVICE = "KVM binary versions"
 SECTION = "kvm_binary"
-MAX_NAMES = 10  # instance names listed in the summary; details list all
+MAX_NAMES = 10  # instance names (or pids) listed in the summary; details list all
+MAX_LIBRARIES = 3  # library names listed in the summary per group
 
 
 class Process:
@@ -310,7 +311,7 @@ def _versions_text(p):
     """'running 7.2.15, installed 7.2.18' with just enough detail."""
     run, inst = p.running, p.installed
     if p.libraries and not p.replaced:
-        return ", ".join(os.path.basename(lib) for lib in p.libraries)
+        return _some((os.path.basename(lib) for lib in p.libraries), MAX_LIBRARIES)
     if p.installed_path is None:
         return "running %s, binary removed from disk" % (
             run.number if run else "version unknown")
@@ -324,20 +325,33 @@ def _versions_text(p):
     return "running %s, installed %s" % (run.number, inst.number)
 
 
-def _groups(processes, now):
-    """'web1, db3 (running 7.2.15, installed 7.2.18 since 2 h); app1 (...)'."""
+def _some(items, limit):
+    """'a, b, c, 4 more': at most `limit` of `items`."""
+    items = list(items)
+    more = ["%d more" % (len(items) - limit)] if len(items) > limit else []
+    return ", ".join(items[:limit] + more)
+
+
+def _groups(processes, now, limit):
+    """': web1, db3 (running 7.2.15, installed 7.2.18 since 2 h); app1 (...)'.
+
+    At most `limit` names in all (the details list every one); with
+    `limit` None just '' (the count before it and the details say enough).
+    """
+    if limit is None:
+        return ""
     groups = {}
     for p in processes:
         groups.setdefault(_versions_text(p), []).append(p)
     parts = []
     for text, members in groups.items():
-        names = [m.label() for m in members]
-        if len(names) > MAX_NAMES:
-            names = names[:MAX_NAMES] + ["%d more" % (len(names) - MAX_NAMES)]
+        shown = min(limit, len(members))
+        limit -= shown
         oldest = min(m.since for m in members)
-        parts.append("%s (%s since %s)" % (", ".join(names), text,
-                                           format_duration(max(0, now - oldest))))
-    return "; ".join(parts)
+        parts.append("%s (%s since %s)" % (
+            _some((m.label() for m in members), shown), text,
+            format_duration(max(0, now - oldest))))
+    return ": " + "; ".join(parts)
 
 
 def _qemu(v):
@@ -383,76 +397,97 @@ def _detail(p, now):
                                             format_duration(max(0, now - p.since)))
     else:
         text += ", QEMU %s" % _full(p.running)
-    if p.kvm_path and p.kvm_path != p.exe.path:
-        text += ", started as %s" % procfs.printable(p.kvm_path)
+    if p.kvm_path and procfs.printable(p.kvm_path) != procfs.printable(p.exe.path):
+        text += ", started as %s" % p.kvm_path
     return text
 
 
 def evaluate(found, warn_after, crit_after, now):
     """The one Result for a Probe."""
     procs = found.processes
-    instances = [p for p in procs if p.managed]
     outdated = [p for p in procs if p.outdated]
-    denied = [p for p in procs if p.denied]
-    states, clauses = [OK], []
-
-    def age_state(p):
-        age = now - p.since
-        return CRIT if age >= crit_after else WARN if age >= warn_after else OK
-
-    ours = [p for p in outdated if p.managed]
-    binary = [p for p in ours if p.replaced]
-    libs = [p for p in ours if not p.replaced]
-    if binary:
-        clauses.append("%s of %s %s a replaced KVM binary: %s" % (
-            len(binary), _plural(len(instances), "instance", "instances"),
-            "runs" if len(binary) == 1 else "run", _groups(binary, now)))
-    if libs:
-        clauses.append("%s replaced libraries: %s" % (
-            _plural(len(libs), "instance maps", "instances map"), _groups(libs, now)))
-    others = [p for p in outdated if not p.managed]
-    if others:
-        clauses.append("%s not started by Ganeti %s a replaced binary: %s" % (
-            _plural(len(others), "qemu process", "qemu processes"),
-            "runs" if len(others) == 1 else "run", _groups(others, now)))
-    if outdated:
-        states += [age_state(p) for p in outdated]
-        clauses[-1] += ": live-migrate or restart %s" % (
-            "it" if len(outdated) == 1 else "them")
-    problems = list(found.errors)  # all of them are permission problems
-    if denied:
-        problems.insert(0, "cannot inspect %s (pid %s): permission denied" % (
-            _plural(len(denied), "qemu process", "qemu processes"),
-            ", ".join(str(pid) for pid in sorted(p.pid for p in denied))))
-    if problems:
-        states.append(UNKNOWN)
-        clauses.append("; ".join(problems) + (
-            ": run the check as root" if found.euid != 0 else
-            " although the check runs as root (a security module, or another "
-            "user namespace?)"))
-    if not clauses:
-        clauses.append(_all_current(found, instances))
-    state = worst(states)
-    if outdated and state == OK:
-        clauses[-1] += " (WARN after %s)" % format_duration(warn_after)
+    problems = _problems(found)
+    states = [OK] + [_age_state(now - p.since, warn_after, crit_after) for p in outdated]
+    state = worst(states + ([UNKNOWN] if problems else []))
+    # Fewer names until it fits: the counts and the remedy must not be cut.
+    for limit in (MAX_NAMES, 3, None):
+        summary = "; ".join(_outdated_clauses(found, outdated, now, limit) + problems
+                            or [_all_current(found)])
+        if outdated and state == OK:
+            summary += " (WARN after %s)" % format_duration(warn_after)
+        if len(summary) <= MAX_TEXT:
+            break
 
     details = [_detail(p, now) for p in sorted(
         procs, key=lambda p: (not p.outdated, not p.managed, p.name or "", p.pid))]
     details += found.stale
     if outdated:
-        details.append("levels: WARN %s, CRIT %s after the new binary was "
-                       "installed" % (_after(warn_after), _after(crit_after)))
-    return Result(state, SERVICE, "; ".join(clauses), details, [
+        replaced = sorted({"binary" if p.replaced else "library" for p in outdated})
+        details.append("levels: WARN %s, CRIT %s after the new %s was installed" % (
+            _after(warn_after), _after(crit_after), " or ".join(replaced)))
+    return Result(state, SERVICE, summary, details, [
         Metric("kvm_outdated", len(outdated)),
         Metric("kvm_processes", len(procs))])
+
+
+def _age_state(age, warn_after, crit_after):
+    return CRIT if age >= crit_after else WARN if age >= warn_after else OK
+
+
+def _outdated_clauses(found, outdated, now, limit):
+    """What runs replaced files, and what to do: Ganeti can live-migrate
+    its instances, anything else must be restarted."""
+    clauses = []
+    ours = [p for p in outdated if p.managed]
+    binary = [p for p in ours if p.replaced]
+    libs = [p for p in ours if not p.replaced]
+    if binary:
+        clauses.append("%s of %s %s a replaced KVM binary%s" % (
+            len(binary), _plural(sum(p.managed for p in found.processes), "instance",
+                                 "instances"),
+            "runs" if len(binary) == 1 else "run", _groups(binary, now, limit)))
+    if libs:
+        clauses.append("%s replaced libraries%s" % (
+            _plural(len(libs), "instance maps", "instances map"),
+            _groups(libs, now, limit)))
+    if ours:
+        clauses[-1] += ": live-migrate or restart %s" % _them(ours)
+    others = [p for p in outdated if not p.managed]
+    if others:
+        clauses.append("%s not started by Ganeti %s a replaced binary%s: restart %s" % (
+            _plural(len(others), "qemu process", "qemu processes"),
+            "runs" if len(others) == 1 else "run", _groups(others, now, limit),
+            _them(others)))
+    return clauses
+
+
+def _them(processes):
+    return "it" if len(processes) == 1 else "them"
+
+
+def _problems(found):
+    """[] or one clause: what could not be inspected, and what to do."""
+    problems = list(found.errors)  # all of them are permission problems
+    denied = sorted(p.pid for p in found.processes if p.denied)
+    if denied:
+        problems.insert(0, "cannot inspect %s (pid %s): permission denied" % (
+            _plural(len(denied), "qemu process", "qemu processes"),
+            _some((str(pid) for pid in denied), MAX_NAMES)))
+    if not problems:
+        return []
+    return ["; ".join(problems) + (
+        ": run the check as root" if found.euid != 0 else
+        " although the check runs as root (a security module, or another "
+        "user namespace?)")]
 
 
 def _after(seconds):
     return "at once" if seconds <= 0 else format_duration(seconds)
 
 
-def _all_current(found, instances):
+def _all_current(found):
     """The summary when nothing runs a replaced binary."""
+    instances = [p for p in found.processes if p.managed]
     others = sorted((p for p in found.processes if not p.managed),
                     key=lambda p: p.pid)
     if not found.processes:
@@ -468,10 +503,9 @@ def _all_current(found, instances):
     else:
         text = "no Ganeti instances running"
     if others:
-        names = [p.label() for p in others][:MAX_NAMES]
         text += "; %s not started by Ganeti: %s" % (
             _plural(len(others), "qemu process", "qemu processes"),
-            ", ".join(names) + (", ..." if len(others) > MAX_NAMES else ""))
+            _some((p.label() for p in others), MAX_NAMES))
     return text
 
 
