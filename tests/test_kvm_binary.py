@@ -716,6 +716,18 @@ def test_library_age_counts_from_its_first_replacement(node, doubles, public_dir
         assert web1.libraries == [lib] and web1.since == first
 
 
+def test_warn_after_longer_than_crit_after_is_a_config_problem(node, doubles, tmp_path):
+    install(doubles["old"], node.binary())
+    node.start("web1")
+    install(doubles["new"], node.binary())
+    out = check(node, tmp_path, warn_after="2d", crit_after="1h")
+    assert out["state"] == "1"
+    assert out["summary"].endswith(
+        ": live-migrate or restart it (WARN after 1 h) (config problem: [kvm_binary] "
+        "warn_after: 2 d is longer than crit_after (1 h), using 1 h)")
+    assert out["details"][-1] == "levels: WARN 1 h, CRIT 1 h after the new binary was installed"
+
+
 def test_config_problem_is_shown(node, tmp_path):
     out = check(node, tmp_path, crit_after="soon")
     assert out["state"] == "1"

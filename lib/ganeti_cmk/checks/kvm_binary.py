@@ -515,6 +515,11 @@ def run(ctx):
     run_dir = c.get_path("paths", "ganeti_run_dir")
     warn_after = c.get_duration(SECTION, "warn_after")
     crit_after = c.get_duration(SECTION, "crit_after")
+    if warn_after > crit_after:
+        c.problem("[%s] warn_after: %s is longer than crit_after (%s), using %s" % (
+            SECTION, format_duration(warn_after), format_duration(crit_after),
+            format_duration(crit_after)))
+        warn_after = crit_after
     matches = names_matcher(c.get_list(SECTION, "process_names"))
     check_libraries = c.get_bool(SECTION, "check_libraries")
     try:
