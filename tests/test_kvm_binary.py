@@ -354,6 +354,33 @@ def test_undecodable_path_is_not_shown_as_started_as_itself(node, doubles, tmp_p
     assert "started as" not in out["details"][0], out["details"][0]
 
 
+@pytest.mark.parametrize("reaped", [True, False])
+def test_process_exiting_while_its_disk_file_is_looked_up(node, doubles, monkeypatch,
+                                                          reaped):
+    """web1 exits (and is reaped, or stays a zombie) after its executable
+    was read, while the file on disk is looked up from its mount namespace:
+    it exited, its binary was not 'removed from disk'."""
+    install(doubles["old"], node.binary())
+    web1, web2 = node.start("web1"), node.start("web2")
+    install(doubles["new"], node.binary())
+    real_mount_ns, killed = procfs._mount_ns, []
+
+    def mount_ns_then_exit(proc, pid):
+        if pid == web1.pid and not killed:
+            killed.append(web1.kill())
+            if reaped:
+                web1.wait()
+            else:
+                wait_until(lambda: procfs.state(PROC, web1.pid) == "Z")
+        return real_mount_ns(proc, pid)
+
+    monkeypatch.setattr(procfs, "_mount_ns", mount_ns_then_exit)
+    found = probe(node)
+    assert killed
+    assert [p.name for p in found.processes] == ["web2"]
+    assert found.stale == ["web1: pid %d exited during the scan" % web1.pid]
+
+
 def test_unknown_qemu_processes_are_reported_separately(node, doubles, tmp_path):
     install(doubles["new"], node.binary())
     node.start("web1")

@@ -63,7 +63,7 @@ def test_gone_process_gives_none():
     p = subprocess.Popen(["true"])
     p.wait()
     for reader in (procfs.comm, procfs.cmdline, procfs.state, procfs.exe,
-                   procfs.exe_name, procfs.deleted_mappings):
+                   procfs.exe_name, procfs.deleted_mappings, procfs.start_time):
         assert reader(PROC, p.pid) is None, reader
 
 
@@ -76,6 +76,21 @@ def test_zombie(node, doubles):
     assert procfs.cmdline(PROC, p.pid) == []
     assert procfs.exe(PROC, p.pid) is None
     assert procfs.comm(PROC, p.pid) == NAME
+
+
+def test_start_time_until_the_process_exits(node, doubles):
+    install(doubles["old"], node.binary())
+    p = node.start("inst1")
+    started = procfs.start_time(PROC, p.pid)
+    with open("/proc/%d/stat" % p.pid) as f:  # field 22, counted by hand
+        assert started == int(f.read().rsplit(")", 1)[1].split()[19])
+    assert procfs.start_time(PROC, p.pid) == started
+    assert procfs.start_time(PROC, os.getpid()) != started
+    os.kill(p.pid, signal.SIGKILL)
+    wait_until(lambda: procfs.state(PROC, p.pid) == "Z")
+    assert procfs.start_time(PROC, p.pid) is None  # a zombie has exited
+    p.wait()
+    assert procfs.start_time(PROC, p.pid) is None
 
 
 def test_kernel_thread_has_no_exe():

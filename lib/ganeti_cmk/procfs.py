@@ -64,14 +64,31 @@ def cmdline(proc, pid):
     return [_text(arg) for arg in data.rstrip(b"\0").split(b"\0")]
 
 
-def state(proc, pid):
-    """The one-letter state from /proc/PID/stat ('R', 'S', 'Z', ...), or None."""
+def _stat(proc, pid):
+    """The fields of /proc/PID/stat after comm (state first), or None."""
     try:
         data = _read("%s/%d/stat" % (proc, pid), 4096)
     except _GONE:
         return None
-    fields = data[data.rfind(b")") + 1:].split()  # comm may contain ") "
+    return data[data.rfind(b")") + 1:].split()  # comm may contain ") "
+
+
+def state(proc, pid):
+    """The one-letter state from /proc/PID/stat ('R', 'S', 'Z', ...), or None."""
+    fields = _stat(proc, pid)
     return _text(fields[0]) if fields else None
+
+
+def start_time(proc, pid):
+    """When `pid` started (clock ticks after boot), or None once it has
+    exited (gone, or a zombie).  Another process that gets the same pid
+    has another start time: reading it before and after looking at a
+    process tells that all was read from the same, living process.
+    """
+    fields = _stat(proc, pid)
+    if not fields or len(fields) < 20 or fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
 
 
 def others_hidden(proc):

@@ -28,12 +28,13 @@ MAX_LIBRARIES = 3  # library names listed in the summary per group
 class Process:
     """One qemu process: who it is and what it runs."""
 
-    __slots__ = ("pid", "name", "managed", "kvm_path", "exe", "replaced",
-                 "running", "installed", "installed_path", "since",
-                 "libraries", "denied")
+    __slots__ = ("pid", "started", "name", "managed", "kvm_path", "exe",
+                 "replaced", "running", "installed", "installed_path",
+                 "since", "libraries", "denied")
 
-    def __init__(self, pid, name, managed, kvm_path=None):
+    def __init__(self, pid, name, managed, kvm_path=None, started=None):
         self.pid = pid
+        self.started = started      # procfs.start_time when found
         self.name = name            # instance name, or -name (None if absent)
         self.managed = managed      # found through Ganeti's pid file
         self.kvm_path = kvm_path    # what it was started as
@@ -131,6 +132,7 @@ def find_instances(proc, run_dir, found, hidden=False):
             continue
         p = Process(pid, instance, True)
         try:
+            p.started = procfs.start_time(proc, pid)  # before what it is
             why = _not_the_instance(proc, pid, instance)
         except PermissionError:
             why, p.denied = None, True
@@ -170,6 +172,7 @@ def find_others(proc, matches, found):
                 name = procfs.comm(proc, pid)
             if name is None or not matches(name):
                 continue
+            started = procfs.start_time(proc, pid)
             argv = procfs.cmdline(proc, pid)
         except PermissionError:
             continue  # /proc hides it (hidepid): probe() says so once
@@ -177,7 +180,7 @@ def find_others(proc, matches, found):
             continue  # exited, a zombie, or a kernel thread
         kvm_path = argv[0] if argv[0].startswith("/") else None
         found.processes.append(Process(pid, ganeti.qemu_name(argv), False,
-                                       kvm_path))
+                                       kvm_path, started))
 
 
 def _version(cache, path, st):
@@ -188,7 +191,8 @@ def _version(cache, path, st):
 
 
 def inspect(proc, p, cache, check_libraries, kvm_path_of=lambda p: None):
-    """Fill in what `p` runs and what is on disk; False if it has exited.
+    """Fill in what `p` runs and what is on disk; False if it has exited
+    (or its pid was reused) since it was found.
 
     `kvm_path_of(p)` gives a managed instance's kvm_path, asked for only
     when it is outdated (for the details, and for the installed version
@@ -230,7 +234,10 @@ def inspect(proc, p, cache, check_libraries, kvm_path_of=lambda p: None):
         _check_libraries(proc, p)
     if p.outdated and p.kvm_path is None:
         p.kvm_path = kvm_path_of(p)
-    return True
+    # What was read is only this process's if it still runs: a process
+    # that exited meanwhile (or whose pid was reused) has no files to
+    # look at any more, and its binary was not "removed from disk".
+    return p.started is not None and procfs.start_time(proc, p.pid) == p.started
 
 
 def _installed_at(proc, p, cache):
