@@ -125,10 +125,6 @@ PID_FILE_MAX = 64
 RUNTIME_MAX = 4 << 20  # a runtime file is a few kB
 
 
-def _decoded(name):
-    return os.fsencode(name).decode("utf-8", "replace")
-
-
 def kvm_pid_files(run_dir):
     """[(instance, pid)] from `<run_dir>/kvm-hypervisor/pid/`, sorted.
 
@@ -137,6 +133,7 @@ def kvm_pid_files(run_dir):
     link, a FIFO: not read).  No directory means no instances: [].  An
     unreadable directory or file raises PermissionError.
     """
+    from .procfs import printable  # names as /proc's text is decoded
     pid_dir = os.path.join(run_dir, KVM_RUN_SUBDIR, "pid")
     try:
         names = os.listdir(pid_dir)
@@ -156,7 +153,7 @@ def kvm_pid_files(run_dir):
             pid = int(text.strip())
         except ValueError:
             pid = None
-        found.append((_decoded(name), pid if pid and pid > 0 else None))
+        found.append((printable(name), pid if pid and pid > 0 else None))
     return sorted(found)
 
 

@@ -41,7 +41,8 @@ def _text(data):
 
 
 def printable(path):
-    """A file-system path as valid Unicode text, for messages."""
+    """A file-system string (undecodable bytes as surrogates) decoded like
+    comm and cmdline (U+FFFD), to compare it with them."""
     return _text(os.fsencode(path))
 
 

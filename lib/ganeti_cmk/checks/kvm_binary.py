@@ -161,9 +161,8 @@ def find_others(proc, matches, found):
     started as /usr/bin/kvm on Debian 12 is qemu-system-x86_64.
     """
     known = {p.pid for p in found.processes}
-    me = os.getpid()
     for pid in procfs.pids(proc):
-        if pid in known or pid == me:
+        if pid in known:
             continue
         try:
             try:
@@ -190,7 +189,7 @@ def _version(cache, path, st):
         return None  # exited or replaced while we read: no version, no error
 
 
-def inspect(proc, p, cache, check_libraries, kvm_path_of=lambda p: None):
+def inspect(proc, p, cache, check_libraries, kvm_path_of):
     """Fill in what `p` runs and what is on disk; False if it has exited
     (or its pid was reused) since it was found.
 
@@ -390,12 +389,10 @@ def _detail(p, now):
            else "not started by Ganeti: %s" % p.label())
     if p.denied:
         return "%s: not inspected (permission denied)" % who
-    exe = p.exe.path + (" (deleted)" if p.exe.deleted else "")
-    text = "%s, %s" % (who, procfs.printable(exe))
+    text = "%s, %s%s" % (who, p.exe.path, procfs.DELETED if p.exe.deleted else "")
     if p.outdated:
         if not p.replaced:
-            what = "replaced libraries: %s" % ", ".join(
-                procfs.printable(lib) for lib in p.libraries)
+            what = "replaced libraries: %s" % ", ".join(p.libraries)
         elif p.installed_path is not None:
             what = "running %s, installed %s" % (_full(p.running), _full(p.installed))
         else:
@@ -500,8 +497,7 @@ def _all_current(found):
     if not found.processes:
         text = "no qemu processes running"
         if found.installed:
-            text += "; installed at %s: %s" % (procfs.printable(found.kvm_path),
-                                              _qemu(found.installed))
+            text += "; installed at %s: %s" % (found.kvm_path, _qemu(found.installed))
         return text
     if instances:
         text = "all %s the installed KVM binary (%s)" % (
