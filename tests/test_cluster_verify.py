@@ -27,6 +27,7 @@ from localcheck_grammar import assert_valid_output
 SCRIPT = "ganeti_cluster_verify"
 FAKE = os.path.join(ROOT, "tests", "fake_gnt_cluster")
 FAKE_SYSTEMD_RUN = os.path.join(ROOT, "tests", "fake_systemd_run")
+FAKE_GNT_JOB = os.path.join(ROOT, "tests", "fake_gnt_job")
 DATA = os.path.join(ROOT, "tests", "data", "verify")
 MASTER = "master.example.com"
 SERVICE = "Ganeti verify"
@@ -80,9 +81,12 @@ class Cluster:
         self.gnt_cluster = FAKE
         self.settings = {}
         # hermetic on a machine that runs systemd, too: see systemd()
-        self.paths = {"systemd_system_dir": str(tmp_path / "no-systemd")}
+        self.paths = {"systemd_system_dir": str(tmp_path / "no-systemd"),
+                      "gnt_job": FAKE_GNT_JOB}
+        self.job_log = tmp_path / "gnt-job.log"
         self.general = ""
-        self.env = {"FAKE_GNT_LOG": str(self.log)}
+        self.env = {"FAKE_GNT_LOG": str(self.log),
+                    "FAKE_GNT_JOB_LOG": str(self.job_log)}
         self.processes = []
 
     def ssconf(self, **values):
@@ -492,12 +496,36 @@ def test_timeout_kills_the_whole_process_group(cluster):
     assert svc["summary"].startswith(
         "verify did not finish within 1 s ([cluster_verify] timeout) and was "
         "killed; it was waiting for locks held by another job; its jobs 7, 8 "
-        "may still be queued (gnt-job list) - verify ran ")
+        "were cancelled (gnt-job cancel) - verify ran ")
     assert "exit code none (killed)" in svc["details"][-1]
+    # its jobs would wait behind the lock holder and pile up run after run
+    assert cluster.job_log.read_text() == "cancel 7 8\n"
+    assert "%s cancel 7 8: Job 7 canceled Job 8 canceled" % FAKE_GNT_JOB \
+        in svc["details"]
     (pid, _), = cluster.verifies()
     grandchild = int((cluster.tmp / "grandchild").read_text())
     wait_for(lambda: not alive(pid) and not alive(grandchild), "the kill")
     assert not lock_is_held(str(cluster.lock))
+
+
+@pytest.mark.parametrize("gnt_job, said", [
+    ("fake", "gnt-job cancel failed (exit code 1: Job 8 is no longer "
+     "waiting in the queue); they may still be queued (gnt-job list)"),
+    ("missing", "cannot run %s/missing/gnt-job (No such file or directory); "
+     "they may still be queued (gnt-job list)"),
+])
+def test_jobs_that_cannot_be_cancelled_are_named(cluster, gnt_job, said):
+    cluster.settings["timeout"] = "1s"
+    cluster.env.update(FAKE_GNT_MODE="hang", FAKE_GNT_JOB_RC="1",
+                       FAKE_GNT_PIDFILE=str(cluster.tmp / "grandchild"))
+    if gnt_job == "missing":
+        cluster.paths["gnt_job"] = str(cluster.tmp / "missing" / "gnt-job")
+    svc = service(cluster.run("--refresh").hosts)
+    assert svc["state"] == "2"
+    assert svc["summary"].startswith(
+        "verify did not finish within 1 s ([cluster_verify] timeout) and was "
+        "killed; it was waiting for locks held by another job; its jobs 7, 8: "
+        + (said % cluster.tmp if "%s" in said else said) + " - verify ran ")
 
 
 def test_verify_sleeping_past_the_timeout_is_crit(cluster):
@@ -827,8 +855,7 @@ def test_killed_by_a_signal_warns():
 
 
 def test_a_failed_background_refresh_is_cached(tmp_path, monkeypatch):
-    paths = (str(tmp_path), str(tmp_path / cv.CACHE_FILE),
-             str(tmp_path / cv.LOCK_FILE))
+    paths = cv.Paths(str(tmp_path), FAKE_GNT_JOB)
 
     def broken(*args):
         raise RuntimeError("disk on fire")
@@ -837,7 +864,7 @@ def test_a_failed_background_refresh_is_cached(tmp_path, monkeypatch):
     settings = cv.Settings(Config(text=""))
     with pytest.raises(RuntimeError):
         cv._background(paths, ["gnt-cluster", "verify"], settings, print)
-    cache = cv.read_cache(paths[1])
+    cache = cv.read_cache(paths.cache)
     (r,) = cv.evaluate(cache, settings, cache["finished"] + 5)
     assert r.state == UNKNOWN
     assert r.summary.startswith("the background refresh failed: RuntimeError: "

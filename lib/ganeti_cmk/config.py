@@ -20,6 +20,7 @@ DEFAULTS = {
         "ganeti_data_dir": "/var/lib/ganeti",
         "ganeti_run_dir": "/var/run/ganeti",
         "gnt_cluster": "/usr/sbin/gnt-cluster",
+        "gnt_job": "/usr/sbin/gnt-job",
         "systemd_run": "/usr/bin/systemd-run",
         "systemd_system_dir": "/run/systemd/system",
         "state_dir": "$MK_VARDIR/ganeti_cmk",

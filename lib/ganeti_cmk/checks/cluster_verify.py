@@ -38,6 +38,7 @@ SHORT_MESSAGE = 60    # characters of a message in the summary
 SUMMARY_TEXT = 200    # characters of a text from stderr in the summary
 REFRESH_UNIT = "ganeti-cmk-verify-refresh"  # the refresher's systemd unit
 SYSTEMD_RUN_TIMEOUT = 10  # s systemd-run --no-block may take
+CANCEL_TIMEOUT = 30   # s gnt-job cancel may take after a timed-out verify
 
 # Could-not-run reasons from verify's stderr: state and what to say.
 FAILURES = {
@@ -192,14 +193,29 @@ class Lock:
             return None
 
 
+class Paths:
+    """Where the check keeps its state, and gnt-job for cancelling."""
+
+    __slots__ = ("state_dir", "cache", "lock", "gnt_job")
+
+    def __init__(self, state_dir, gnt_job):
+        self.state_dir = state_dir
+        self.cache = os.path.join(state_dir, CACHE_FILE)
+        self.lock = os.path.join(state_dir, LOCK_FILE)
+        self.gnt_job = gnt_job
+
+
 # ------------------------------------------------------------ running verify
 
-def run_verify(command, timeout, keep_fds=()):
+def run_verify(command, timeout, gnt_job, keep_fds=()):
     """Run verify in a new session; kill its process group after `timeout`.
 
     Returns the cache record: times, exit code, timeout, the parsed report,
     or `error` when the command could not be started.  `keep_fds` (the lock)
-    stay open in verify, so the lock is held as long as verify runs.
+    stay open in verify, so the lock is held as long as verify runs.  After
+    a timeout its jobs are cancelled with `gnt_job` (`cancel` in the record):
+    left in the queue, they would wait behind the job holding the locks,
+    and every refresh would add more.
     """
     import signal
     import subprocess
@@ -237,7 +253,30 @@ def run_verify(command, timeout, keep_fds=()):
                           stderr.decode("utf-8", "replace"),
                           None if record["timed_out"] else returncode)
     record["report"] = report.to_data()
+    if record["timed_out"] and report.jobs:
+        record["cancel"] = cancel_jobs(gnt_job, report.jobs)
     return record
+
+
+def cancel_jobs(gnt_job, jobs):
+    """`<gnt_job> cancel <jobs>`: what it said, or why it could not run."""
+    import subprocess
+    command = [gnt_job, "cancel"] + [str(job) for job in jobs]
+    result = {"command": command, "exit_code": None, "output": "",
+              "error": None}
+    try:
+        proc = subprocess.run(command, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              close_fds=True, timeout=CANCEL_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        result["error"] = "%s did not finish within %d s" % (
+            " ".join(command), CANCEL_TIMEOUT)
+    except OSError as e:
+        result["error"] = "cannot run %s (%s)" % (gnt_job, e.strerror or e)
+    else:
+        result["exit_code"] = proc.returncode
+        result["output"] = proc.stdout.decode("utf-8", "replace").strip()
+    return result
 
 
 def refresh(paths, command, settings, wait, log):
@@ -248,23 +287,22 @@ def refresh(paths, command, settings, wait, log):
     wait=True (--refresh): wait for a running verify and use its result when
     it finished after we asked; else run our own.
     """
-    state_dir, cache_path, lock_path = paths
-    os.makedirs(state_dir, exist_ok=True)
+    os.makedirs(paths.state_dir, exist_ok=True)
     asked = time.time()
-    lock = Lock(lock_path)
+    lock = Lock(paths.lock)
     patience = settings.timeout + KILL_GRACE + 10 if wait else 0
     extend_deadline(patience + settings.timeout + DEADLINE_GRACE)
     if not lock.acquire(wait=patience):
         if not wait:
-            log("another refresh holds %s" % lock_path)
+            log("another refresh holds %s" % paths.lock)
             return None
         holder = lock.holder()
         raise RuntimeError("another verify still holds %s after %s%s" % (
-            lock_path, format_duration(patience),
+            paths.lock, format_duration(patience),
             " (pid %d)" % holder[0] if holder else ""))
     try:
         try:
-            cache = read_cache(cache_path)
+            cache = read_cache(paths.cache)
         except ValueError:
             cache = None
         if cache is not None and cache.get("command") == command:
@@ -276,8 +314,9 @@ def refresh(paths, command, settings, wait, log):
                 return None
         log("running %s (timeout %s)" % (" ".join(command),
                                          format_duration(settings.timeout)))
-        cache = run_verify(command, settings.timeout, keep_fds=(lock.fd,))
-        write_cache(cache_path, cache)
+        cache = run_verify(command, settings.timeout, paths.gnt_job,
+                           keep_fds=(lock.fd,))
+        write_cache(paths.cache, cache)
         return cache
     finally:
         lock.release()
@@ -351,21 +390,20 @@ def cached_result(paths, command, settings, config, now, log):
     Starts a background refresh when the cache is missing, unreadable, older
     than max_age or from other arguments, unless one is running.
     """
-    state_dir, cache_path, lock_path = paths
     note = None
     try:
-        cache = read_cache(cache_path)
+        cache = read_cache(paths.cache)
     except (OSError, ValueError) as e:
         cache = None
-        note = "cache %s unreadable (%s)" % (cache_path, e)
+        note = "cache %s unreadable (%s)" % (paths.cache, e)
     if cache is not None:
         age = now - cache["finished"]
         log("cached result from %s ago" % format_duration(age))
         if age < settings.max_age and cache.get("command") == command:
             return cache, None
-    lock = Lock(lock_path)
+    lock = Lock(paths.lock)
     try:
-        os.makedirs(state_dir, exist_ok=True)
+        os.makedirs(paths.state_dir, exist_ok=True)
         free = lock.acquire(record=False)
         lock.release()
         if free:
@@ -448,8 +486,15 @@ def _run_problems(cache, report, settings):
         if report.waited_for_locks:
             text += "; it was waiting for locks held by another job"
         if report.jobs:
-            text += "; its jobs %s may still be queued (gnt-job list)" % (
-                ", ".join(str(j) for j in report.jobs))
+            text += "; its jobs %s" % ", ".join(str(j) for j in report.jobs)
+            cancel = cache.get("cancel")
+            if cancel and cancel.get("exit_code") == 0:
+                text += " were cancelled (gnt-job cancel)"
+            elif cancel:
+                text += ": %s; they may still be queued (gnt-job list)" % (
+                    _cancel_failure(cancel))
+            else:
+                text += " may still be queued (gnt-job list)"
         problems.append((CRIT, text))
     if report.failure:
         kind, said = report.failure
@@ -471,6 +516,15 @@ def _run_problems(cache, report, settings):
             problems.append((WARN, "gnt-cluster verify exited with %d but "
                              "reported no ERROR: %s" % (rc, reason)))
     return problems
+
+
+def _cancel_failure(cancel):
+    if cancel.get("error"):
+        return cancel["error"]
+    output = (cancel.get("output") or "").splitlines()
+    return "gnt-job cancel failed (exit code %s: %s)" % (
+        cancel.get("exit_code"),
+        sanitize(output[-1] if output else "no reason given", SUMMARY_TEXT))
 
 
 def evaluate(cache, settings, now, refresh_note=None, node=None, hosts=()):
@@ -518,6 +572,10 @@ def evaluate(cache, settings, now, refresh_note=None, node=None, hosts=()):
     details += report.notes
     details += ["stderr: %s" % line for line in report.job_errors + report.stderr]
     details += ["unrecognised output: %s" % line for line in report.unrecognised]
+    cancel = cache.get("cancel")
+    if cancel and cancel.get("output"):
+        details.append("%s: %s" % (" ".join(cancel["command"]),
+                                   cancel["output"]))
     details.append("verify ran %s for %s, exit code %s: %s" % (
         time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(cache["started"])),
         format_duration(duration),
@@ -582,8 +640,7 @@ def run(ctx):
         raise NotApplicable("no executable %s ([paths] gnt_cluster)"
                             % gnt_cluster)
     command = [gnt_cluster, "verify", "--error-codes"] + settings.extra_args
-    paths = (state_dir, os.path.join(state_dir, CACHE_FILE),
-             os.path.join(state_dir, LOCK_FILE))
+    paths = Paths(state_dir, config.get_path("paths", "gnt_job"))
     args = ctx.args
     if getattr(args, "refresh_cache", False):
         _background(paths, command, settings, ctx.log)
@@ -608,7 +665,7 @@ def _background(paths, command, settings, log):
     except Exception as e:
         now = time.time()
         try:
-            write_cache(paths[1], {
+            write_cache(paths.cache, {
                 "version": CACHE_VERSION, "command": command, "started": now,
                 "finished": now, "timeout": settings.timeout,
                 "timed_out": False, "report": verify.Report().to_data(),
