@@ -668,6 +668,41 @@ def test_cluster_kvm_path_with_a_nul_byte(node, tmp_path):
     assert out["state"] == "0" and out["summary"] == "no qemu processes running"
 
 
+def test_binary_removed_and_kvm_path_shows_the_new_one(node, doubles, tmp_path):
+    """The upgrade removed the versioned binary the instance runs and moved
+    its kvm_path (a symlink) on to the new one: installed is what the
+    instance's kvm_path gives now."""
+    kvm, old, new = node.binary("kvm"), node.binary("qemu-7.2.15"), node.binary("qemu-7.2.18")
+    install(doubles["old"], old)
+    install_symlink(os.path.basename(old), kvm)
+    web1 = node.start("web1", kvm_path=kvm)
+    install(doubles["new"], new)
+    install_symlink(os.path.basename(new), kvm)
+    os.unlink(old)
+    out = check(node, tmp_path, kvm_path=node.binary("not-this-one"))
+    assert out["state"] == "1"
+    assert out["summary"].startswith("1 of 1 instance runs a replaced KVM binary: web1 "
+                                     "(running 7.2.15, installed 7.2.18 since ")
+    assert out["details"][0].startswith(
+        "web1: pid %d, %s (deleted), running %s (%s), installed %s (%s) since "
+        % ((web1.pid, old) + OLD + NEW))
+    assert out["details"][0].endswith(", started as %s" % kvm)
+
+
+def test_libraries_of_a_replaced_binary_do_not_change_its_age(node, doubles, public_dir):
+    """Its binary was replaced first: it is outdated since then, whatever
+    libraries are replaced later (they are not even looked at)."""
+    lib = compile_library(public_dir)
+    install(doubles["old"], node.binary())
+    p = node.start("web1", env=dict(os.environ, LD_PRELOAD=lib))
+    install(doubles["new"], node.binary())
+    first = os.stat("/proc/%d/exe" % p.pid).st_ctime
+    wait_until(lambda: time.time() > first + 0.1, "the clock to move on")
+    install(lib, lib)
+    [web1] = probe(node, check_libraries=True).processes
+    assert web1.replaced and web1.libraries == [] and web1.since == first
+
+
 def test_version_unknown_is_not_an_error(node, doubles, tmp_path):
     install(doubles["none"], node.binary())
     node.start("web1")
