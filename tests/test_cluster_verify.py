@@ -338,6 +338,34 @@ def test_stale_result_warns_and_names_the_hung_refresh(cluster):
     assert len(cluster.verifies()) == 1
 
 
+def test_a_result_from_the_future_is_due(cluster):
+    """After the clock jumped back the cache must not look fresh forever."""
+    cluster.case("era-2.16-groups")
+    cluster.run("--refresh")
+    cluster.age_cache(-2 * 3600 - 60)
+    cluster.case("era-3.0-clean")
+    svc = service(cluster.agent())
+    assert svc["state"] == "1"
+    assert svc["summary"].endswith("verify finished 2.0 h in the future (did "
+                                   "the clock jump back?)")
+    assert svc["details"][-1].startswith(
+        "result from 2.0 h in the future; refresh started in the background")
+    refresher = int(svc["details"][-1].split("(pid ")[1].rstrip(")"))
+    wait_for(lambda: not alive(refresher), "the refresher")
+    assert len(cluster.verifies()) == 2     # the refresher did not skip it
+    svc = service(cluster.agent())
+    assert svc["state"] == "0" and " - verify ran " in svc["summary"]
+
+
+def test_refresh_runs_verify_when_the_cache_is_from_the_future(cluster):
+    cluster.case("era-2.16-groups")
+    cluster.run("--refresh")
+    cluster.age_cache(-3600)
+    cluster.case("era-3.0-clean")
+    svc = service(cluster.run("--refresh").hosts)
+    assert svc["state"] == "0" and len(cluster.verifies()) == 2
+
+
 def test_changed_arguments_make_the_cache_due(cluster):
     cluster.case("era-3.0-clean")
     cluster.run("--refresh")
@@ -821,9 +849,13 @@ def test_age_duration_and_run_details():
         ("ganeti_verify_duration", 7.4), ("ganeti_verify_age", 125)]
     assert r.details[-1].endswith("for 7 s, exit code 0: gnt-cluster verify "
                                   "--error-codes")
-    # a clock that went back gives age 0, not a negative number
+    # a clock that went back: age 0, not a negative number, and it says so
     (r,) = cv.evaluate(cache, cv.Settings(Config(text="")), now - 3600)
     assert r.metrics[3].value == 0
+    assert r.summary == ("no errors or warnings (1 notice) - verify finished "
+                         "58 min in the future (did the clock jump back?)")
+    (r,) = cv.evaluate(cache, cv.Settings(Config(text="")), now - 150)
+    assert r.summary.endswith(" - verify ran 0 s ago")   # within a minute
 
 
 def test_summary_names_the_worst_three_and_counts_the_rest():

@@ -39,6 +39,7 @@ SUMMARY_TEXT = 200    # characters of a text from stderr in the summary
 REFRESH_UNIT = "ganeti-cmk-verify-refresh"  # the refresher's systemd unit
 SYSTEMD_RUN_TIMEOUT = 10  # s systemd-run --no-block may take
 CANCEL_TIMEOUT = 30   # s gnt-job cancel may take after a timed-out verify
+CLOCK_SLACK = 60      # s a result may seem to come from the future
 
 # Could-not-run reasons from verify's stderr: state and what to say.
 FAILURES = {
@@ -154,6 +155,7 @@ class Lock:
     def __init__(self, path):
         self.path = path
         self.fd = None
+        self.waited = False  # someone else held it when we asked
 
     def acquire(self, wait=0.0, record=True):
         """Take the lock, waiting up to `wait` seconds; False if held.
@@ -168,6 +170,7 @@ class Lock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                self.waited = True
                 if time.time() >= end:
                     os.close(fd)
                     return False
@@ -306,10 +309,11 @@ def refresh(paths, command, settings, wait, log):
         except ValueError:
             cache = None
         if cache is not None and cache.get("command") == command:
-            if wait and cache["finished"] >= asked:
+            now = time.time()
+            if wait and lock.waited and asked <= cache["finished"] <= now:
                 log("a verify that ran meanwhile finished after we asked")
                 return cache
-            if not wait and time.time() - cache["finished"] < settings.max_age:
+            if not wait and _fresh(cache, settings, now):
                 log("the cache was refreshed meanwhile")
                 return None
         log("running %s (timeout %s)" % (" ".join(command),
@@ -384,6 +388,19 @@ def _systemd_run(config):
     return None
 
 
+def _fresh(cache, settings, now):
+    """Younger than max_age, and not from the future (the clock jumped)."""
+    return -CLOCK_SLACK <= now - cache["finished"] < settings.max_age
+
+
+def _when(age):
+    """'ran 5 min ago', or where a clock that jumped back puts it."""
+    if age < -CLOCK_SLACK:
+        return ("finished %s in the future (did the clock jump back?)"
+                % format_duration(-age))
+    return "ran %s ago" % format_duration(max(0.0, age))
+
+
 def cached_result(paths, command, settings, config, now, log):
     """Agent mode: (cache or None, (state, note) about the refresh or None).
 
@@ -397,10 +414,12 @@ def cached_result(paths, command, settings, config, now, log):
         cache = None
         note = "cache %s unreadable (%s)" % (paths.cache, e)
     if cache is not None:
-        age = now - cache["finished"]
-        log("cached result from %s ago" % format_duration(age))
-        if age < settings.max_age and cache.get("command") == command:
+        log("cached result: verify %s" % _when(now - cache["finished"]))
+        if _fresh(cache, settings, now) and cache.get("command") == command:
             return cache, None
+        if now - cache["finished"] < -CLOCK_SLACK:
+            note = "result from %s in the future" % format_duration(
+                cache["finished"] - now)
     lock = Lock(paths.lock)
     try:
         os.makedirs(paths.state_dir, exist_ok=True)
@@ -564,8 +583,8 @@ def evaluate(cache, settings, now, refresh_note=None, node=None, hosts=()):
         if report.notes:
             found += " (%s)" % _count(len(report.notes), "notice")
     parts = [text for _, text in problems] + ([found] if found else [])
-    summary = "%s - verify ran %s ago" % ("; ".join(parts),
-                                          format_duration(age))
+    summary = "%s - verify %s" % ("; ".join(parts),
+                                  _when(now - cache["finished"]))
     errors = sum(1 for _, s in judged if s == CRIT)
     warnings = sum(1 for _, s in judged if s == WARN)
     details = _detail_lines(judged)
