@@ -712,6 +712,26 @@ def test_version_unknown_is_not_an_error(node, doubles, tmp_path):
     assert "web1 (running version unknown, installed 7.2.18" in out["summary"]
 
 
+@needs_root
+def test_binary_of_another_owner_is_not_read(node, doubles, tmp_path):
+    """Any user may run a 'qemu-system-evil' of 500 MB, changed every
+    minute: versions are read only from root's files (or the checking
+    user's)."""
+    install(doubles["old"], node.binary())
+    os.chown(node.binary(), 65534, 65534)
+    web1 = node.start("web1")
+    out = check(node, tmp_path)
+    assert out["state"] == "0"
+    assert out["details"] == ["web1: pid %d, %s, QEMU version not read (owned by uid 65534)"
+                              % (web1.pid, node.binary())]
+    install(doubles["new"], node.binary())  # root's again
+    out = check(node, tmp_path)
+    assert out["summary"].startswith(
+        "1 of 1 instance runs a replaced KVM binary: web1 (running version not read (owned "
+        "by uid 65534), installed 7.2.18 since ")
+    assert "installed 7.2.18 (%s)" % NEW[1] in out["details"][0]
+
+
 def test_same_version_reinstalled_is_flagged(node, doubles, tmp_path):
     install(doubles["new"], node.binary())
     node.start("web1")

@@ -176,6 +176,23 @@ def test_unwritable_state_dir_only_costs_reads(tmp_path):
     assert any("cannot write version cache" in m for m in messages)
 
 
+def test_only_root_or_our_own_files_are_read(tmp_path):
+    binary = tmp_path / "qemu"
+    binary.write_bytes(REAL.encode())
+    cache = VersionCache(str(tmp_path))
+    assert cache.get(str(binary), os.stat(str(binary))).number == "7.2.22"
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a file to another user")
+    os.chown(str(binary), 65534, 65534)
+    st = os.stat(str(binary))  # chown changes ctime only: same identity
+    cache = VersionCache(str(tmp_path))
+    v = cache.get(str(binary), st)
+    assert v.full() == "version not read (owned by uid 65534)" and cache.reads == 0
+    assert v != cache.get(str(binary), st)  # two unread files are not the same version
+    cache.save()  # nothing learnt, nothing kept
+    assert not os.path.exists(str(tmp_path / qemu_version.CACHE_FILE))
+
+
 def test_fifo_is_not_read(tmp_path):
     fifo = str(tmp_path / "fifo")
     os.mkfifo(fifo)

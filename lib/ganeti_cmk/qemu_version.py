@@ -46,6 +46,18 @@ class Version:
         return "Version(%r)" % self.full()
 
 
+class Unread(Version):
+    """The version of a file not read because of its owner: any user could
+    make a check that runs as root read gigabytes every minute."""
+
+    __slots__ = ()
+    __eq__ = object.__eq__  # two unread files are not known to be equal
+    __hash__ = object.__hash__
+
+    def __init__(self, uid):
+        Version.__init__(self, "version not read (owned by uid %d)" % uid)
+
+
 def scan(f):
     """Search an open binary file for the version literal; Version or None."""
     import re  # only here: a cache hit must not pay for importing re
@@ -114,7 +126,8 @@ class VersionCache:
         """The Version of the file `path` whose stat is `st`, or None.
 
         The file is opened and checked to still be that identity (a pid can
-        be reused between stat and open); OSError propagates.
+        be reused between stat and open); OSError propagates.  Only files
+        of root or of the user we run as are read, others give Unread.
         """
         key = identity(st)
         if key not in self._used and key in self._old:
@@ -127,6 +140,9 @@ class VersionCache:
             now = os.fstat(f.fileno())
             if not stat.S_ISREG(now.st_mode) or identity(now) != key:
                 raise FileNotFoundError("%s changed while reading it" % path)
+            if now.st_uid not in (0, os.geteuid()):
+                self.log("version of %s not read: owned by uid %d" % (path, now.st_uid))
+                return Unread(now.st_uid)
             self.reads += 1
             version = scan(f)
         self.log("read version of %s: %s" % (path, version and version.full()))
