@@ -76,7 +76,8 @@ def test_runtime_kvm_path_falls_back_to_the_command(run_dir):
 
 
 @pytest.mark.parametrize("content", ["", "{", "{}", "[]", "[[]]", '[[1], [], {"kvm_path": 5}]',
-                                     '"text"', b"\xff\xfe"])
+                                     '"text"', b"\xff\xfe",
+                                     '[["kvm"], [], {"kvm_path": "k\\nvm"}]'])
 def test_runtime_in_another_shape_gives_none(run_dir, content):
     write(run_dir, "conf", "x.runtime", content)
     assert ganeti.kvm_runtime_path(str(run_dir), "x") is None

@@ -161,9 +161,9 @@ def kvm_runtime_path(run_dir, instance):
     """The kvm binary path an instance was started with, or None.
 
     From `conf/<instance>.runtime` (JSON `[kvm_cmd, nics, hvparams, ...]`):
-    `hvparams["kvm_path"]`, else `kvm_cmd[0]`.  None when the file is
-    missing, not a plain file of at most RUNTIME_MAX bytes, or not JSON in
-    that shape; PermissionError propagates.
+    `hvparams["kvm_path"]`, else `kvm_cmd[0]`, if absolute.  None when the
+    file is missing, not a plain file of at most RUNTIME_MAX bytes, or not
+    JSON in that shape; PermissionError propagates.
     """
     import json
     path = os.path.join(run_dir, KVM_RUN_SUBDIR, "conf", instance + ".runtime")
@@ -180,7 +180,9 @@ def kvm_runtime_path(run_dir, instance):
     if not isinstance(kvm_path, str) or not kvm_path:
         cmd = data[0]
         kvm_path = cmd[0] if isinstance(cmd, list) and cmd else None
-    return kvm_path if isinstance(kvm_path, str) and kvm_path else None
+    # Ganeti accepts only absolute paths; anything else would be looked up
+    # relative to our working directory.
+    return kvm_path if isinstance(kvm_path, str) and kvm_path.startswith("/") else None
 
 
 def cluster_kvm_path(data_dir):
