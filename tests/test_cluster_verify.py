@@ -556,6 +556,63 @@ def test_jobs_that_cannot_be_cancelled_are_named(cluster, gnt_job, said):
         + (said % cluster.tmp if "%s" in said else said) + " - verify ran ")
 
 
+def test_a_process_verify_leaves_behind_does_not_hold_the_result(cluster):
+    """Only verify's own exit counts: a process it left behind that keeps
+    its stdout and the lock open neither blocks the result nor the lock."""
+    cluster.settings["timeout"] = "3s"
+    pidfile = cluster.tmp / "lingering"
+    cluster.env.update(FAKE_GNT_MODE="linger", FAKE_GNT_PIDFILE=str(pidfile))
+    cluster.case("era-3.0-clean")
+    try:
+        svc = service(cluster.run("--refresh").hosts)
+        assert svc["state"] == "0"
+        assert svc["summary"].startswith("no errors or warnings (1 notice)")
+        assert alive(int(pidfile.read_text()))
+        assert not lock_is_held(str(cluster.lock))
+    finally:
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def test_huge_output_is_cut_and_counted_but_not_stored(cluster, tmp_path):
+    """100 MB of output once made a 333 MB cache that every agent run read."""
+    line = "  - ERROR:EINSTANCEDOWN:instance:vm%06d.example.com:instance down "
+    lines = 140000                      # 128 bytes each: 17.1 MiB
+    with open(str(tmp_path / "huge.out"), "w") as f:
+        for i in range(lines):
+            f.write((line % i).ljust(127, "x") + "\n")
+    with open(str(tmp_path / "huge.err"), "w") as f:
+        f.write("debug: nothing to see here\n" * 80000)      # 2.1 MiB
+    (tmp_path / "huge.rc").write_text("1\n")
+    cluster.env["FAKE_GNT_CASE"] = str(tmp_path / "huge")
+    svc = service(cluster.run("--refresh").hosts)
+    assert svc["state"] == "2"
+    assert svc["summary"].startswith(
+        "output truncated: only the first 16 MiB of 17.1 MiB on stdout and the "
+        "first 1 MiB of 2.1 MiB on stderr were read; 131072 errors: "
+        "EINSTANCEDOWN vm000000.example.com (instance down xxxxxxxx")
+    # every finding in what was read counts, 10000 are stored
+    assert svc["metrics"]["ganeti_verify_errors"] == 16 * 2 ** 20 // 128
+    assert "121072 more findings not stored (only the first 10000 are " \
+        "kept)" in svc["details"]
+    assert cluster.cache.stat().st_size < 4 * 2 ** 20
+    again = service(cluster.agent())
+    assert again["state"] == "2"
+    assert again["summary"].split(" - verify ran ")[0] == \
+        svc["summary"].split(" - verify ran ")[0]
+
+
+def test_agent_refuses_a_cache_too_big_to_be_ours(cluster):
+    cluster.case("era-3.0-clean")
+    cluster.run("--refresh")
+    data = json.loads(cluster.cache.read_text())
+    data["padding"] = "x" * (33 * 2 ** 20)
+    cluster.cache.write_text(json.dumps(data))
+    svc = service(cluster.agent())
+    assert svc["state"] == "3"
+    assert "cache %s unreadable (33 MiB, more than a result can take)" \
+        % cluster.cache in svc["summary"]
+
+
 def test_verify_sleeping_past_the_timeout_is_crit(cluster):
     cluster.settings["timeout"] = "1"
     cluster.env["FAKE_GNT_SLEEP"] = "30"

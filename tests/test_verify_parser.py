@@ -270,10 +270,23 @@ def test_huge_output_is_parsed_completely():
     lines += ["Tue Nov 14 22:13:21 2023   - WARNING: node node%d.example.com: "
               "volume xenvg/lv%d is unknown" % (i % 40, i) for i in range(n)]
     report = parse("\n".join(lines) + "\n", "", 1)
-    assert len(report.findings) == 2 * n
-    assert report.findings[n - 1].item == "vm%d.example.com" % (n - 1)
-    assert report.findings[-1].message == "volume xenvg/lv%d is unknown" % (n - 1)
-    assert report.unrecognised == []
+    # every finding is counted, the first MAX_FINDINGS are stored
+    assert len(report.findings) == verify.MAX_FINDINGS
+    assert report.findings[-1].item == "vm%d.example.com" % (
+        verify.MAX_FINDINGS - 1)
+    assert report.more == {"ERROR:EINSTANCEDOWN": n - verify.MAX_FINDINGS,
+                           "WARNING:": n}
+    assert report.unrecognised == [] and report.dropped == {}
+
+
+def test_other_lines_and_long_lines_are_capped():
+    n = verify.MAX_LINES + 5
+    stdout = "".join("  - NOTICE: note %d\n" % i for i in range(n))
+    stdout += "x" * (verify.MAX_LINE * 3) + "\n"
+    report = parse(stdout, "".join("debug %d\n" % i for i in range(n)), 1)
+    assert len(report.notes) == len(report.stderr) == verify.MAX_LINES
+    assert report.dropped == {"notes": 5, "stderr": 5}
+    assert report.unrecognised == ["x" * verify.MAX_LINE]
 
 
 def test_report_survives_a_json_round_trip():

@@ -38,6 +38,13 @@ CODES = {
     "ENODEVERSION": "node",
 }
 
+# What a Report keeps (a cache every agent run reads must stay small): the
+# first MAX_FINDINGS findings (the rest only counted, by severity and code),
+# the first MAX_LINES of every other list, MAX_LINE characters of a line.
+MAX_FINDINGS = 10000
+MAX_LINES = 1000
+MAX_LINE = 4096
+
 # Why verify could not run, as told on stderr.
 NOT_MASTER = "not master"
 NOT_IN_CLUSTER = "not in cluster"
@@ -178,11 +185,14 @@ class Report:
     about failed/lost jobs; unrecognised: stdout lines of no known shape;
     stderr: the other non-harmless stderr lines; failure: (kind, text) when
     verify could not run; waited_for_locks: stderr said a job waited.
+    Beyond the limits above, `more` counts the findings not stored by
+    "SEVERITY:CODE" (CODE empty without one), `dropped` the other lines
+    not stored by list name.
     """
 
     __slots__ = ("findings", "notes", "sections", "jobs", "failed_jobs",
                  "job_errors", "unrecognised", "stderr", "failure",
-                 "waited_for_locks", "exit_code")
+                 "waited_for_locks", "exit_code", "more", "dropped")
 
     def __init__(self, exit_code=None):
         self.findings = []
@@ -196,6 +206,21 @@ class Report:
         self.failure = None
         self.waited_for_locks = False
         self.exit_code = exit_code
+        self.more = {}
+        self.dropped = {}
+
+    def add(self, key, value):
+        """Append to list `key` within the limits; the value, or None."""
+        items = getattr(self, key)
+        if len(items) < (MAX_FINDINGS if key == "findings" else MAX_LINES):
+            items.append(value)
+            return value
+        if key == "findings":
+            tally, key = self.more, "%s:%s" % (value.severity, value.code or "")
+        else:
+            tally = self.dropped
+        tally[key] = tally.get(key, 0) + 1
+        return None
 
     def to_data(self):
         """A JSON-ready dict (for the cache)."""
@@ -225,13 +250,13 @@ def parse(stdout, stderr="", exit_code=None):
 
 
 def _parse_stdout(report, stdout):
-    findings, notes, sections = report.findings, report.notes, report.sections
+    add = report.add
     section = None
     last = None  # the finding a hook-output line continues
     rx = _regexes()
     match, finding_like = rx.line, rx.finding_like
     for line in stdout.split("\n"):
-        line = line.rstrip()
+        line = line[:MAX_LINE].rstrip()
         if not line:
             continue
         group = match(line).group
@@ -250,25 +275,27 @@ def _parse_stdout(report, stdout):
             else:
                 last = Finding(severity, None, None, None,
                                decode(group("smsg")), section)
-            findings.append(last)
+            last = add("findings", last)
         elif group("cont") is not None and last is not None:
-            last.message = "%s %s" % (last.message, decode(group("cont")))
+            if len(last.message) < MAX_LINE:
+                last.message = "%s %s" % (last.message, decode(group("cont")))
         elif group("ntag") is not None:
-            notes.append("%s: %s" % (group("ntag"), decode(group("nmsg"))))
+            add("notes", "%s: %s" % (group("ntag"), decode(group("nmsg"))))
             last = None
         elif group("bullet") is not None:
             text = decode(group("bullet"))
             if finding_like(text):
                 last = _unrecognised(report, text, section)
             else:
-                notes.append(text)
+                add("notes", text)
                 last = None
         elif group("section") is not None:
             section = decode(group("section"))
-            sections.append(section)
+            add("sections", section)
             last = None
         elif group("jobs") is not None:
-            report.jobs.extend(int(j) for j in group("jobs").split(","))
+            for job in group("jobs").split(","):
+                add("jobs", int(job))
             last = None
         elif group("failed") is not None:
             report.failed_jobs += int(group("failed"))
@@ -285,29 +312,29 @@ def _unrecognised(report, line, section):
     text = decode(line.strip())
     m = _regexes().finding_like(text)
     if m is None:
-        report.unrecognised.append(text)
+        report.add("unrecognised", text)
         return None
     severity = WARNING if m.group(1) == WARNING else ERROR
-    finding = Finding(severity, None, None, None, text, section)
-    report.findings.append(finding)
-    return finding
+    return report.add("findings", Finding(severity, None, None, None, text,
+                                          section))
 
 
 def _parse_stderr(report, stderr):
     rx = _regexes()
     lines = []
     for line in stderr.split("\n"):
-        line = line.strip()
+        line = line[:MAX_LINE].strip()
         if not line:
             continue
         if rx.harmless(line):
             report.waited_for_locks = True
         elif rx.job(line):
-            report.job_errors.append(decode(line))
+            report.add("job_errors", decode(line))
         else:
             lines.append(decode(line))
-    report.stderr = lines
     text = "\n".join(lines)
+    for line in lines:
+        report.add("stderr", line)
     for kind, search in rx.failures:
         m = search(text)
         if m is not None:

@@ -40,6 +40,10 @@ REFRESH_UNIT = "ganeti-cmk-verify-refresh"  # the refresher's systemd unit
 SYSTEMD_RUN_TIMEOUT = 10  # s systemd-run --no-block may take
 CANCEL_TIMEOUT = 30   # s gnt-job cancel may take after a timed-out verify
 CLOCK_SLACK = 60      # s a result may seem to come from the future
+MIB = 1 << 20
+OUTPUT_LIMITS = (16 * MIB, 1 * MIB)  # bytes of verify's stdout, stderr read
+CANCEL_OUTPUT = 64 * 1024            # bytes of gnt-job cancel's output read
+MAX_CACHE = 32 * MIB  # a bigger cache file is not one this check wrote
 
 # Could-not-run reasons from verify's stderr: state and what to say.
 FAILURES = {
@@ -126,11 +130,15 @@ def _code(code, key, config):
 def read_cache(path):
     """The cached run as a dict, None when there is none.
 
-    ValueError when the file is not a cache this version wrote.
+    ValueError when the file is not a cache this version wrote (or one too
+    big to be one: every agent run reads it).
     """
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_CACHE:
+                raise ValueError("%s, more than a result can take" % _mib(size))
+            data = f.read(MAX_CACHE + 1)
     except FileNotFoundError:
         return None
     import json
@@ -182,7 +190,10 @@ class Lock:
         return True
 
     def release(self):
+        """Unlock, also for a process verify left behind with the fd."""
         if self.fd is not None:
+            import fcntl
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
 
@@ -210,75 +221,109 @@ class Paths:
 
 # ------------------------------------------------------------ running verify
 
-def run_verify(command, timeout, gnt_job, keep_fds=()):
-    """Run verify in a new session; kill its process group after `timeout`.
+def run_bounded(command, timeout, state_dir, limits, keep_fds=()):
+    """Run `command` in a new session; kill its process group after `timeout`.
 
-    Returns the cache record: times, exit code, timeout, the parsed report,
-    or `error` when the command could not be started.  `keep_fds` (the lock)
-    stay open in verify, so the lock is held as long as verify runs.  After
-    a timeout its jobs are cancelled with `gnt_job` (`cancel` in the record):
-    left in the queue, they would wait behind the job holding the locks,
-    and every refresh would add more.
+    stdout and stderr go to unlinked files in `state_dir`, not pipes, and
+    only the process itself is waited for: a process it leaves behind that
+    keeps them open holds nothing up.  Returns (exit code, timed out,
+    [(first `limit` bytes, full size)] for stdout and stderr).  OSError
+    when the command cannot be started.
     """
     import signal
     import subprocess
-    record = {"version": CACHE_VERSION, "command": command,
-              "started": time.time(), "timeout": timeout, "timed_out": False,
-              "error": None}
-    stdout = stderr = b""
-    returncode = None
-    try:
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True, pass_fds=keep_fds)
-    except OSError as e:
-        record["error"] = "cannot run %s: %s" % (command[0], e.strerror or e)
-    else:
+    import tempfile
+    with tempfile.TemporaryFile(dir=state_dir) as out, \
+            tempfile.TemporaryFile(dir=state_dir) as err:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=err, start_new_session=True,
+                                pass_fds=keep_fds)
+        timed_out = False
         try:
-            stdout, stderr = proc.communicate(timeout=timeout)
+            proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            record["timed_out"] = True
+            timed_out = True
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             try:
-                stdout, stderr = proc.communicate(timeout=KILL_GRACE)
-            except subprocess.TimeoutExpired as e:  # pipes held outside the group
-                stdout, stderr = e.output or b"", e.stderr or b""
-                proc.kill()
-                proc.stdout.close()
-                proc.stderr.close()
-                proc.wait()
-        returncode = proc.returncode
+                proc.wait(KILL_GRACE)
+            except subprocess.TimeoutExpired:  # stuck in the kernel: leave it
+                pass
+        return proc.returncode, timed_out, [
+            _head(f.fileno(), limit) for f, limit in zip((out, err), limits)]
+
+
+def _head(fd, limit):
+    """(the first `limit` bytes of the file, its size); pread: a process
+    still writing through the shared offset does not move ours."""
+    size = os.fstat(fd).st_size
+    chunks, got, want = [], 0, min(size, limit)
+    while got < want:
+        chunk = os.pread(fd, want - got, got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks), size
+
+
+def run_verify(command, timeout, paths, keep_fds=()):
+    """Run verify under `timeout` (run_bounded) and parse what it said.
+
+    Returns the cache record: times, exit code, timeout, the parsed report,
+    `truncated` {stream: size} when it printed more than we read, or `error`
+    when the command could not be started.  `keep_fds` (the lock) stay open
+    in verify, so the lock is held as long as verify runs.  After a timeout
+    its jobs are cancelled with `paths.gnt_job` (`cancel` in the record):
+    left in the queue, they would wait behind the job holding the locks,
+    and every refresh would add more.
+    """
+    record = {"version": CACHE_VERSION, "command": command,
+              "started": time.time(), "timeout": timeout, "timed_out": False,
+              "error": None}
+    returncode, outputs = None, [(b"", 0), (b"", 0)]
+    try:
+        returncode, record["timed_out"], outputs = run_bounded(
+            command, timeout, paths.state_dir, OUTPUT_LIMITS, keep_fds)
+    except OSError as e:  # the command, or the output files in state_dir
+        record["error"] = "cannot run %s: %s%s" % (
+            command[0], "%s: " % e.filename
+            if e.filename not in (None, command[0]) else "", e.strerror or e)
     record["finished"] = time.time()
-    report = verify.parse(stdout.decode("utf-8", "replace"),
-                          stderr.decode("utf-8", "replace"),
+    truncated = {name: size for name, (_, size), limit
+                 in zip(("stdout", "stderr"), outputs, OUTPUT_LIMITS)
+                 if size > limit}
+    if truncated:
+        record["truncated"] = truncated
+    report = verify.parse(outputs[0][0].decode("utf-8", "replace"),
+                          outputs[1][0].decode("utf-8", "replace"),
                           None if record["timed_out"] else returncode)
     record["report"] = report.to_data()
     if record["timed_out"] and report.jobs:
-        record["cancel"] = cancel_jobs(gnt_job, report.jobs)
+        record["cancel"] = cancel_jobs(paths, report.jobs)
     return record
 
 
-def cancel_jobs(gnt_job, jobs):
+def cancel_jobs(paths, jobs):
     """`<gnt_job> cancel <jobs>`: what it said, or why it could not run."""
-    import subprocess
-    command = [gnt_job, "cancel"] + [str(job) for job in jobs]
+    command = [paths.gnt_job, "cancel"] + [str(job) for job in jobs]
     result = {"command": command, "exit_code": None, "output": "",
               "error": None}
     try:
-        proc = subprocess.run(command, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              close_fds=True, timeout=CANCEL_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        result["error"] = "%s did not finish within %d s" % (
-            " ".join(command), CANCEL_TIMEOUT)
+        returncode, timed_out, outputs = run_bounded(
+            command, CANCEL_TIMEOUT, paths.state_dir, (CANCEL_OUTPUT,) * 2)
     except OSError as e:
-        result["error"] = "cannot run %s (%s)" % (gnt_job, e.strerror or e)
-    else:
-        result["exit_code"] = proc.returncode
-        result["output"] = proc.stdout.decode("utf-8", "replace").strip()
+        result["error"] = "cannot run %s (%s)" % (paths.gnt_job,
+                                                  e.strerror or e)
+        return result
+    if timed_out:
+        result["error"] = "gnt-job cancel did not finish within %d s" % (
+            CANCEL_TIMEOUT)
+    result["exit_code"] = returncode
+    result["output"] = b"\n".join(data for data, _ in outputs).decode(
+        "utf-8", "replace").strip()
     return result
 
 
@@ -318,7 +363,7 @@ def refresh(paths, command, settings, wait, log):
                 return None
         log("running %s (timeout %s)" % (" ".join(command),
                                          format_duration(settings.timeout)))
-        cache = run_verify(command, settings.timeout, paths.gnt_job,
+        cache = run_verify(command, settings.timeout, paths,
                            keep_fds=(lock.fd,))
         write_cache(paths.cache, cache)
         return cache
@@ -464,18 +509,19 @@ def _count(number, word):
     return "%d %s%s" % (number, word, "" if number == 1 else "s")
 
 
-def _findings_text(judged, items=True):
-    """'2 errors, 1 warning: CODE item (message), ...' for judged findings."""
+def _findings_text(judged, items=True, unstored=(0, 0)):
+    """'2 errors, 1 warning: CODE item (message), ...' for judged findings
+    (and `unstored` errors and warnings, only counted)."""
     bad = [(s, i, f) for i, (f, s) in enumerate(judged) if s in (CRIT, WARN)]
-    errors = sum(1 for s, _, _ in bad if s == CRIT)
-    warnings = len(bad) - errors
+    errors = sum(1 for s, _, _ in bad if s == CRIT) + unstored[0]
+    warnings = len(bad) + sum(unstored) - errors
     if not bad:
         return None
     bad.sort(key=lambda x: (-x[0].rank, x[1]))
     named = ["%s%s (%s)" % (_label(f), " " + f.item if f.item and items else "",
                             _short(f.message)) for _, _, f in bad[:SHOWN]]
-    if len(bad) > SHOWN:
-        named.append("+%d more" % (len(bad) - SHOWN))
+    if errors + warnings > SHOWN:
+        named.append("+%d more" % (errors + warnings - SHOWN))
     counts = ", ".join(c for c in (_count(errors, "error") if errors else "",
                                    _count(warnings, "warning") if warnings else "")
                        if c)
@@ -493,11 +539,32 @@ def _detail_lines(judged):
     return [_line(judged[i][1], judged[i][0]) for i in order]
 
 
+def _unstored(report, settings):
+    """{state: count} of the findings counted but not stored (verify.Report)."""
+    states = {}
+    for tally, number in report.more.items():
+        severity, _, code = tally.partition(":")
+        state = settings.judge(verify.Finding(severity, code or None, None,
+                                              None, ""))
+        states[state] = states.get(state, 0) + number
+    return states
+
+
+def _mib(size):
+    return "%g MiB" % round(size / MIB, 1)
+
+
 def _run_problems(cache, report, settings):
     """(state, text) for everything about the run that is not a finding."""
     problems = []
     if cache.get("error"):
         problems.append((UNKNOWN, cache["error"]))
+    truncated = cache.get("truncated")
+    if truncated:
+        problems.append((WARN, "output truncated: only %s were read" % " and ".join(
+            "the first %s of %s on %s" % (_mib(limit), _mib(truncated[name]), name)
+            for name, limit in zip(("stdout", "stderr"), OUTPUT_LIMITS)
+            if name in truncated)))
     if cache.get("timed_out"):
         text = ("verify did not finish within %s ([cluster_verify] timeout) "
                 "and was killed" % format_duration(cache.get("timeout") or
@@ -563,6 +630,9 @@ def evaluate(cache, settings, now, refresh_note=None, node=None, hosts=()):
     age = max(0.0, now - cache["finished"])
     duration = max(0.0, cache["finished"] - cache["started"])
     judged = [(f, settings.judge(f)) for f in report.findings]
+    unstored = _unstored(report, settings)
+    errors = sum(1 for _, s in judged if s == CRIT) + unstored.get(CRIT, 0)
+    warnings = sum(1 for _, s in judged if s == WARN) + unstored.get(WARN, 0)
     problems = _run_problems(cache, report, settings)
     if age > settings.stale_after:
         problems.append((WARN, "result is %s old, older than %s "
@@ -573,8 +643,10 @@ def evaluate(cache, settings, now, refresh_note=None, node=None, hosts=()):
         problems.append(refresh_note)
     problems.sort(key=lambda p: -p[0].rank)
     state = worst([s for _, s in judged if s is not None] +
+                  [s for s in unstored if s is not None] +
                   [s for s, _ in problems])
-    found = _findings_text(judged)
+    found = _findings_text(judged, unstored=(unstored.get(CRIT, 0),
+                                             unstored.get(WARN, 0)))
     completed = not (cache.get("error") or cache.get("timed_out")
                      or report.failure or report.failed_jobs
                      or report.job_errors)
@@ -585,9 +657,13 @@ def evaluate(cache, settings, now, refresh_note=None, node=None, hosts=()):
     parts = [text for _, text in problems] + ([found] if found else [])
     summary = "%s - verify %s" % ("; ".join(parts),
                                   _when(now - cache["finished"]))
-    errors = sum(1 for _, s in judged if s == CRIT)
-    warnings = sum(1 for _, s in judged if s == WARN)
-    details = _detail_lines(judged)
+    details = []
+    if report.more:
+        details.append("%d more findings not stored (only the first %d are "
+                       "kept)" % (sum(report.more.values()), verify.MAX_FINDINGS))
+    details += ["%d more %s lines not stored" % (number, name)
+                for name, number in sorted(report.dropped.items())]
+    details += _detail_lines(judged)
     details += report.notes
     details += ["stderr: %s" % line for line in report.job_errors + report.stderr]
     details += ["unrecognised output: %s" % line for line in report.unrecognised]
