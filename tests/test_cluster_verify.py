@@ -872,6 +872,20 @@ def test_settings_defaults():
     assert s.ignore_codes == {"ENODEN1"}
 
 
+def test_stale_after_must_leave_room_for_a_refresh(cluster):
+    """A result turns stale while a refresh may still legitimately run."""
+    cluster.case("era-3.0-clean")
+    cluster.settings.update(max_age="10m", timeout="10m", stale_after="15m")
+    svc = service(cluster.run("--refresh").hosts)
+    assert svc["state"] == "1"
+    assert svc["summary"].endswith(
+        "(config problem: [cluster_verify] stale_after: 15 min is not more "
+        "than max_age + timeout (20 min): a result would turn stale while its "
+        "refresh may still run)")
+    cluster.settings["stale_after"] = "21m"
+    assert service(cluster.run("--refresh").hosts)["state"] == "0"
+
+
 def test_bad_setting_makes_the_check_warn_end_to_end(cluster):
     cluster.case("era-3.0-clean")
     cluster.settings["severity"] = "ENODEN1:sometimes"

@@ -77,6 +77,12 @@ class Settings:
         self.max_age = config.get_duration(SECTION, "max_age")
         self.stale_after = config.get_duration(SECTION, "stale_after", minimum=1)
         self.timeout = config.get_duration(SECTION, "timeout", minimum=1)
+        if self.stale_after <= self.max_age + self.timeout:
+            _problem(config, "stale_after: %s is not more than max_age + "
+                     "timeout (%s): a result would turn stale while its "
+                     "refresh may still run" % (
+                         format_duration(self.stale_after),
+                         format_duration(self.max_age + self.timeout)))
         self.extra_args = config.get_str(SECTION, "extra_args").split()
         self.piggyback = config.get_bool(SECTION, "piggyback")
         self.severity = {}
