@@ -492,6 +492,48 @@ def test_concurrent_agent_runs_start_one_verify(cluster):
     assert len(cluster.verifies()) == 1
 
 
+@pytest.mark.parametrize("target", ["victim", "missing"])
+def test_lock_file_is_never_a_link(cluster, target):
+    """A link planted as the lock file is replaced, not written through."""
+    cluster.case("era-3.0-clean")
+    cluster.state_dir.mkdir(parents=True)
+    victim = cluster.tmp / target
+    if target == "victim":
+        victim.write_text("keep\n")
+    os.symlink(str(victim), str(cluster.lock))
+    svc = service(cluster.run("--refresh").hosts)
+    assert svc["state"] == "0"
+    assert not cluster.lock.is_symlink() and cluster.lock.is_file()
+    assert cluster.lock.read_text().split()[0].isdigit()    # our record
+    if target == "victim":
+        assert victim.read_text() == "keep\n"
+    else:
+        assert not os.path.lexists(str(victim))
+    # the agent's look at the lock does not follow one either
+    cluster.age_cache(3600)
+    os.unlink(str(cluster.lock))
+    os.symlink(str(victim), str(cluster.lock))
+    cluster.agent()
+    cluster.wait_for_cache()
+    assert not cluster.lock.is_symlink()
+    assert victim.read_text() == "keep\n" if target == "victim" else \
+        not os.path.lexists(str(victim))
+
+
+def test_lock_file_that_is_not_a_file_is_named(cluster):
+    cluster.case("era-3.0-clean")
+    cluster.state_dir.mkdir(parents=True)
+    os.mkfifo(str(cluster.lock))
+    svc = service(cluster.run("--refresh").hosts)
+    assert svc["state"] == "3"
+    assert svc["summary"] == ("cannot refresh: %s: not a regular file "
+                              "(remove it)" % cluster.lock)
+    svc = service(cluster.agent())
+    assert svc["summary"] == ("no verify result yet: cannot start a background "
+                              "refresh: %s: not a regular file (remove it)"
+                              % cluster.lock)
+
+
 def test_lock_outlives_a_killed_refresher(cluster):
     cluster.case("era-2.4")
     cluster.env["FAKE_GNT_WAIT_FILE"] = str(cluster.release)

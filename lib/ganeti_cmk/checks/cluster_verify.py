@@ -177,7 +177,7 @@ class Lock:
         With `record`, the file then tells who holds it since when.
         """
         import fcntl
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = _open_regular(self.path, os.O_RDWR | os.O_CREAT)
         end = time.time() + wait
         while True:
             try:
@@ -206,11 +206,36 @@ class Lock:
     def holder(self):
         """(pid, since) of the last holder that recorded itself, or None."""
         try:
-            with open(self.path, "rb") as f:
-                pid, since = f.read(64).split()
+            fd = _open_regular(self.path, os.O_RDONLY, replace_link=False)
+            try:
+                pid, since = os.read(fd, 64).split()
+            finally:
+                os.close(fd)
             return int(pid), float(since)
         except (OSError, ValueError):
             return None
+
+
+def _open_regular(path, flags, replace_link=True):
+    """os.open a regular file, never through a symbolic link.
+
+    A link found there is removed and the file opened again (once);
+    OSError when it is something else than a regular file.
+    """
+    flags |= os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError:
+        if not (replace_link and os.path.islink(path)):
+            raise
+        os.unlink(path)
+        fd = os.open(path, flags, 0o644)
+    import stat
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        import errno
+        raise OSError(errno.EINVAL, "not a regular file (remove it)", path)
+    return fd
 
 
 class Paths:
@@ -439,6 +464,11 @@ def _systemd_run(config):
     return None
 
 
+def _os_problem(e):
+    """An OSError about the state files: which file, what is wrong."""
+    return "%s: %s" % (e.filename, e.strerror) if e.filename else str(e)
+
+
 def _fresh(cache, settings, now):
     """Younger than max_age, and not from the future (the clock jumped)."""
     return -CLOCK_SLACK <= now - cache["finished"] < settings.max_age
@@ -488,7 +518,7 @@ def cached_result(paths, command, settings, config, now, log):
             state = OK
     except OSError as e:
         state, text = WARN, "cannot start a background refresh: %s" % (
-            "%s: %s" % (e.filename, e.strerror) if e.filename else e)
+            _os_problem(e))
     if note:
         text = "%s; %s" % (note, text)
     return cache, (state, text)
@@ -747,7 +777,11 @@ def run(ctx):
         _background(paths, command, settings, ctx.log)
         return []
     if getattr(args, "refresh", False):
-        cache = refresh(paths, command, settings, True, ctx.log)
+        try:
+            cache = refresh(paths, command, settings, True, ctx.log)
+        except OSError as e:
+            return [Result(UNKNOWN, SERVICE, "cannot refresh: %s"
+                           % _os_problem(e))]
         note = None
     else:
         cache, note = cached_result(paths, command, settings, config,
