@@ -687,7 +687,12 @@ CASES = [
      "lost its disks), ENEWCODE node1.example.com (an unknown code is still a "
      "finding), +2 more - verify ran "),
     ("job-failed", "1", "1 verify job failed: Job 513 has failed: Failure: "
-     "command execution error: - verify ran "),
+     "command execution error: Can't get the node information of "
+     "node2.example.com: Error 7: Failed to connect to node2.example.com port "
+     "1811: No route to host - verify ran "),
+    ("job-failed-group", "1", "1 verify job failed: Job 77 has failed: "
+     "Failure: prerequisites not met for this operation: error type: "
+     "unknown_entity, error details: Group 'nosuch' not found - verify ran "),
     ("not-master", "3", "gnt-cluster says this is not the master"),
     ("not-in-cluster", "3", "gnt-cluster says this node is not in a cluster"),
     ("no-daemon-2.x", "2", "cannot reach the master daemon"),

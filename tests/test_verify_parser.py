@@ -157,8 +157,22 @@ def test_2_7_carriage_return_escape_is_decoded():
 def test_failed_job():
     report = parse_case("job-failed")
     assert report.failed_jobs == 1
-    assert report.job_errors == ["Job 513 has failed: Failure: command execution error:"]
+    # FormatError's text goes on over the following stderr lines
+    assert report.job_errors == [
+        "Job 513 has failed: Failure: command execution error: Can't get the "
+        "node information of node2.example.com: Error 7: Failed to connect to "
+        "node2.example.com port 1811: No route to host"]
     assert report.findings == [] and report.failure is None
+    assert report.stderr == []
+
+
+def test_job_error_lines_end_at_the_next_recognised_line():
+    report = parse("", "Job 7 has failed: Failure: x:\ndetail\n"
+                   "Job 8 is trying to acquire all necessary locks\nafter\n"
+                   "Job 9 has failed: Failure: y:\nmore\n", 1)
+    assert report.job_errors == ["Job 7 has failed: Failure: x: detail",
+                                 "Job 9 has failed: Failure: y: more"]
+    assert report.stderr == ["after"] and report.waited_for_locks
 
 
 def test_failed_group_job_message_is_decoded():

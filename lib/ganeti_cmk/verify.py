@@ -181,10 +181,11 @@ class Report:
 
     findings: ERROR/WARNING Findings in output order; notes: NOTICE, INFO and
     other informational bullets; sections: section titles; jobs: submitted
-    job ids; failed_jobs: N of "N job(s) failed"; job_errors: stderr lines
-    about failed/lost jobs; unrecognised: stdout lines of no known shape;
-    stderr: the other non-harmless stderr lines; failure: (kind, text) when
-    verify could not run; waited_for_locks: stderr said a job waited.
+    job ids; failed_jobs: N of "N job(s) failed"; job_errors: what stderr
+    says about each failed/lost job (its line and the lines after it);
+    unrecognised: stdout lines of no known shape; stderr: the other
+    non-harmless stderr lines; failure: (kind, text) when verify could not
+    run; waited_for_locks: stderr said a job waited.
     Beyond the limits above, `more` counts the findings not stored by
     "SEVERITY:CODE" (CODE empty without one), `dropped` the other lines
     not stored by list name.
@@ -320,18 +321,27 @@ def _unrecognised(report, line, section):
 
 
 def _parse_stderr(report, stderr):
+    """A job's error (Ganeti's FormatError text, over several lines) runs
+    until the next recognised line; the other lines tell why verify could
+    not run, if they match one of the _FAILURES."""
     rx = _regexes()
-    lines = []
+    lines, job = [], None
     for line in stderr.split("\n"):
         line = line[:MAX_LINE].strip()
         if not line:
             continue
         if rx.harmless(line):
             report.waited_for_locks = True
+            job = None
         elif rx.job(line):
-            report.add("job_errors", decode(line))
+            job = [decode(line)]
+            report.add("job_errors", job)
+        elif job is not None:
+            if sum(len(part) for part in job) < MAX_LINE:
+                job.append(decode(line))
         else:
             lines.append(decode(line))
+    report.job_errors = [" ".join(job) for job in report.job_errors]
     text = "\n".join(lines)
     for line in lines:
         report.add("stderr", line)
