@@ -757,6 +757,43 @@ def test_a_command_that_cannot_run_is_unknown(cluster):
                                      % broken)
 
 
+def test_long_stderr_never_pushes_the_age_out_of_the_summary(cluster, tmp_path):
+    """stderr goes into the summary shortened; the details have all of it."""
+    debug = ["2024-01-12 02:30:%02d: DEBUG luxi: connecting to "
+             "/var/run/ganeti/socket/ganeti-query (attempt %d)" % (i, i)
+             for i in range(40)]
+    (tmp_path / "chatty.err").write_text("\n".join(debug + [
+        "Cannot communicate with the master daemon.",
+        "Is it running and listening for connections?", "x" * 500]) + "\n")
+    (tmp_path / "chatty.rc").write_text("1\n")
+    cluster.env["FAKE_GNT_CASE"] = str(tmp_path / "chatty")
+    cluster.settings["severity"] = "ENODEXX:warn"    # a config problem too
+    svc = service(cluster.run("--refresh").hosts)
+    assert svc["state"] == "2"
+    assert svc["summary"].startswith(
+        "cannot reach the master daemon (is ganeti running on this master?): "
+        "Cannot communicate with the master daemon. Is it running and "
+        "listening for connections? - verify ran ")
+    assert svc["summary"].endswith("(config problem: [cluster_verify] "
+                                   "severity: ENODEXX is not a verify error "
+                                   "code (typo?))")
+    assert "stderr: " + debug[-1] in svc["details"]
+    # a job's long error is cut in the summary, whole in the details
+    cause = "the cause, " * 50
+    (tmp_path / "chatty.err").write_text(
+        "Job 9 has failed: Failure: command execution error:\n%s\n" % cause)
+    (tmp_path / "chatty.out").write_text(
+        "1 job(s) failed while verifying the cluster.\n")
+    cluster.settings["extra_args"] = "-v"           # makes the cache due
+    svc = service(cluster.run("--refresh").hosts)
+    summary = svc["summary"].split(" - verify ran ")[0]
+    assert summary.startswith("1 verify job failed: Job 9 has failed: Failure: "
+                              "command execution error: the cause, the cause")
+    assert len(summary) <= 230 and summary.endswith("...")
+    assert "stderr: Job 9 has failed: Failure: command execution error: %s" \
+        % cause.strip() in svc["details"]
+
+
 def test_exit_1_without_error_or_reason_warns(cluster, tmp_path):
     base = tmp_path / "odd"
     (tmp_path / "odd.out").write_text("Submitted jobs 1, 2\n")

@@ -358,8 +358,8 @@ def _failure_text(kind, lines, text, match):
     """The stderr line that tells most about the failure."""
     if kind in (CRASHED, USAGE):  # the exception, or the error after Usage:
         return lines[-1]
-    if kind == NO_DAEMON:  # "Cannot communicate ..." + "Is it running ...?"
-        return " ".join(lines)
     start = text.rfind("\n", 0, match.start()) + 1
     end = text.find("\n", match.end())
-    return text[start:] if end < 0 else text[start:end]
+    if kind == NO_DAEMON and end >= 0:  # "Cannot communicate ..." + "Is it
+        end = text.find("\n", end + 1)  # running ...?", "... Error:" + why
+    return (text[start:] if end < 0 else text[start:end]).replace("\n", " ")

@@ -36,6 +36,8 @@ DEADLINE_GRACE = 60   # s a refresh may take beyond the verify timeout
 SHOWN = 3             # findings named in the summary
 SHORT_MESSAGE = 60    # characters of a message in the summary
 SUMMARY_TEXT = 200    # characters of a text from stderr in the summary
+SUMMARY_HEAD = 700    # characters before "- verify ran ...": room for the
+#                       age and the runner's config problems within 1000
 REFRESH_UNIT = "ganeti-cmk-verify-refresh"  # the refresher's systemd unit
 SYSTEMD_RUN_TIMEOUT = 10  # s systemd-run --no-block may take
 CANCEL_TIMEOUT = 30   # s gnt-job cancel may take after a timed-out verify
@@ -594,7 +596,7 @@ def _run_problems(cache, report, settings):
     """(state, text) for everything about the run that is not a finding."""
     problems = []
     if cache.get("error"):
-        problems.append((UNKNOWN, cache["error"]))
+        problems.append((UNKNOWN, sanitize(cache["error"], SUMMARY_TEXT)))
     truncated = cache.get("truncated")
     if truncated:
         problems.append((WARN, "output truncated: only %s were read" % " and ".join(
@@ -621,17 +623,19 @@ def _run_problems(cache, report, settings):
     if report.failure:
         kind, said = report.failure
         state, text = FAILURES.get(kind, (WARN, kind))
-        problems.append((state, "%s: %s" % (text, said)))
+        problems.append((state, "%s: %s" % (text, sanitize(said,
+                                                           SUMMARY_TEXT))))
     if report.failed_jobs or report.job_errors:
         number = report.failed_jobs or len(report.job_errors)
         text = "%s failed" % _count(number, "verify job")
         if report.job_errors:
-            text += ": %s" % report.job_errors[0]
+            text += ": %s" % sanitize(report.job_errors[0], SUMMARY_TEXT)
         problems.append((WARN, text))
     rc = report.exit_code
     if (rc not in (0, None) and not problems
             and not any(f.severity == verify.ERROR for f in report.findings)):
-        reason = report.stderr[-1] if report.stderr else "no reason given"
+        reason = sanitize(report.stderr[-1], SUMMARY_TEXT) if report.stderr \
+            else "no reason given"
         if rc < 0:
             problems.append((WARN, "gnt-cluster was killed by signal %d" % -rc))
         else:
@@ -691,7 +695,7 @@ def evaluate(cache, settings, now, refresh_note=None, node=None, hosts=()):
         if report.notes:
             found += " (%s)" % _count(len(report.notes), "notice")
     parts = [text for _, text in problems] + ([found] if found else [])
-    summary = "%s - verify %s" % ("; ".join(parts),
+    summary = "%s - verify %s" % (sanitize("; ".join(parts), SUMMARY_HEAD),
                                   _when(now - cache["finished"]))
     details = []
     if report.more:
