@@ -10,14 +10,17 @@ driven directly, with caches made from the same corpus.
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
-from support import ROOT, run_script
+from support import ROOT, needs_root, run_script
 from ganeti_cmk import verify
 from ganeti_cmk.checks import cluster_verify as cv
 from ganeti_cmk.config import Config
@@ -386,10 +389,55 @@ def test_unreadable_cache_is_replaced(cluster):
     cluster.cache.write_text('{"version": 1, "report": ')
     svc = service(cluster.agent())
     assert svc["state"] == "3"
-    assert "cache %s unreadable" % cluster.cache in svc["summary"]
+    assert svc["summary"].startswith("no verify result yet: cache %s "
+                                     "unreadable" % cluster.cache)
     wait_for(lambda: cluster.verifies(), "the refresh")
     cluster.wait_for_cache()
     assert service(cluster.agent())["state"] == "0"
+
+
+def test_a_cache_that_is_a_directory_is_replaced(cluster):
+    cluster.case("era-3.0-clean")
+    cluster.cache.mkdir(parents=True)
+    svc = service(cluster.agent())
+    assert svc["state"] == "3"
+    assert svc["summary"].startswith(
+        "no verify result yet: cache %s unreadable (%s: Is a directory); "
+        "refresh started in the background (pid " % (cluster.cache, cluster.cache))
+    refresher = int(svc["summary"].split("(pid ")[1].rstrip(")"))
+    wait_for(lambda: not alive(refresher), "the refresher")
+    assert cluster.cache.is_file()
+    assert service(cluster.agent())["state"] == "0"
+
+
+def test_a_state_dir_that_is_a_file_is_named(cluster):
+    cluster.case("era-3.0-clean")
+    cluster.state_dir.parent.mkdir()
+    cluster.state_dir.write_text("")
+    svc = service(cluster.run("--refresh").hosts)
+    assert (svc["state"], svc["summary"]) == ("3", "cannot refresh: %s: not a "
+                                              "directory ([paths] state_dir)"
+                                              % cluster.state_dir)
+
+
+@needs_root
+def test_not_root_on_the_master_is_told_to_run_as_root():
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        os.chmod(str(tmp), 0o755)
+        cluster = Cluster(tmp)
+        cluster.case("era-3.0-clean")
+        for args in (("--refresh",), ()):
+            proc = run_script(SCRIPT, *args, config_text=cluster.config_text(),
+                              tmp_path=tmp, env=cluster.env, user=65534)
+            svc = assert_valid_output(proc.stdout)[None][SERVICE]
+            assert svc["state"] == "3"
+            assert svc["summary"].endswith(
+                "%s: Permission denied (run the check as root)"
+                % cluster.state_dir), svc["summary"]
+        assert cluster.verifies() == []
+    finally:
+        shutil.rmtree(str(tmp))
 
 
 def test_refresh_that_cannot_start_is_visible(cluster):

@@ -160,8 +160,13 @@ def read_cache(path):
 
 
 def write_cache(path, cache):
-    """Write atomically: a reader sees the old file or the new, never half."""
+    """Write atomically: a reader sees the old file or the new, never half.
+
+    An empty directory in its place is removed (OSError for another one).
+    """
     import json
+    if os.path.isdir(path) and not os.path.islink(path):
+        os.rmdir(path)
     write_atomically(path, json.dumps(cache))
 
 
@@ -368,7 +373,7 @@ def refresh(paths, command, settings, wait, log):
     wait=True (--refresh): wait for a running verify and use its result when
     it finished after we asked; else run our own.
     """
-    os.makedirs(paths.state_dir, exist_ok=True)
+    _make_state_dir(paths.state_dir)
     asked = time.time()
     lock = Lock(paths.lock)
     patience = settings.timeout + KILL_GRACE + 10 if wait else 0
@@ -384,7 +389,7 @@ def refresh(paths, command, settings, wait, log):
     try:
         try:
             cache = read_cache(paths.cache)
-        except ValueError:
+        except (OSError, ValueError):  # replaced below
             cache = None
         if cache is not None and cache.get("command") == command:
             now = time.time()
@@ -468,7 +473,19 @@ def _systemd_run(config):
 
 def _os_problem(e):
     """An OSError about the state files: which file, what is wrong."""
-    return "%s: %s" % (e.filename, e.strerror) if e.filename else str(e)
+    text = "%s: %s" % (e.filename, e.strerror) if e.filename else str(e)
+    if isinstance(e, PermissionError):
+        text += " (run the check as root)"
+    return text
+
+
+def _make_state_dir(state_dir):
+    try:
+        os.makedirs(state_dir, exist_ok=True)
+    except FileExistsError:  # a file
+        import errno
+        raise OSError(errno.ENOTDIR, "not a directory ([paths] state_dir)",
+                      state_dir)
 
 
 def _fresh(cache, settings, now):
@@ -495,7 +512,8 @@ def cached_result(paths, command, settings, config, now, log):
         cache = read_cache(paths.cache)
     except (OSError, ValueError) as e:
         cache = None
-        note = "cache %s unreadable (%s)" % (paths.cache, e)
+        note = "cache %s unreadable (%s)" % (
+            paths.cache, _os_problem(e) if isinstance(e, OSError) else e)
     if cache is not None:
         log("cached result: verify %s" % _when(now - cache["finished"]))
         if _fresh(cache, settings, now) and cache.get("command") == command:
@@ -505,7 +523,7 @@ def cached_result(paths, command, settings, config, now, log):
                 cache["finished"] - now)
     lock = Lock(paths.lock)
     try:
-        os.makedirs(paths.state_dir, exist_ok=True)
+        _make_state_dir(paths.state_dir)
         free = lock.acquire(record=False)
         lock.release()
         if free:
@@ -523,6 +541,8 @@ def cached_result(paths, command, settings, config, now, log):
             _os_problem(e))
     if note:
         text = "%s; %s" % (note, text)
+        if cache is None:  # not "first verify run in progress"
+            state = worst([state, WARN])
     return cache, (state, text)
 
 
