@@ -803,6 +803,9 @@ def test_a_command_that_cannot_run_is_unknown(cluster):
     assert svc["state"] == "3"
     assert svc["summary"].startswith("cannot run %s: No such file or directory"
                                      % broken)
+    # nothing ran, so nothing was killed either
+    assert svc["details"][-1].startswith("verify could not run at ")
+    assert svc["details"][-1].endswith(": %s verify --error-codes" % broken)
 
 
 def test_long_stderr_never_pushes_the_age_out_of_the_summary(cluster, tmp_path):
@@ -1104,6 +1107,7 @@ def test_a_failed_background_refresh_is_cached(tmp_path, monkeypatch):
     assert r.state == UNKNOWN
     assert r.summary.startswith("the background refresh failed: RuntimeError: "
                                 "disk on fire - verify ran 5 s ago")
+    assert r.details[-1].startswith("verify could not run at ")
 
 
 def test_cache_is_written_atomically_and_checked(tmp_path):

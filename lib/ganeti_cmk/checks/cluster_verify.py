@@ -731,11 +731,16 @@ def evaluate(cache, settings, now, refresh_note=None, node=None, hosts=()):
     if cancel and cancel.get("output"):
         details.append("%s: %s" % (" ".join(cancel["command"]),
                                    cancel["output"]))
-    details.append("verify ran %s for %s, exit code %s: %s" % (
-        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(cache["started"])),
-        format_duration(duration),
-        "none (killed)" if report.exit_code is None else report.exit_code,
-        " ".join(cache.get("command") or ())))
+    started = time.strftime("%Y-%m-%d %H:%M:%S",
+                            time.localtime(cache["started"]))
+    command = " ".join(cache.get("command") or ())
+    if cache.get("error"):
+        details.append("verify could not run at %s: %s" % (started, command))
+    else:
+        details.append("verify ran %s for %s, exit code %s: %s" % (
+            started, format_duration(duration),
+            "none (killed)" if report.exit_code is None else report.exit_code,
+            command))
     if refresh_note:
         details.append(refresh_note[1])
     metrics = [Metric("ganeti_verify_errors", errors, min=0),
