@@ -734,6 +734,11 @@ CASES = [
      "node1.example.com:a severity we do no...), ERROR (ERROR node1.example.com "
      "lost its disks), ENEWCODE node1.example.com (an unknown code is still a "
      "finding), +2 more - verify ran "),
+    ("indented", "2", "2 errors, 1 warning: ENODEDRBD node1.example.com (drbd "
+     "minor 1 of instance web1.example.com is not active), ENODEDRBD "
+     "node2.example.com (drbd minor 0 of instance web1.example.com is not "
+     "active), WARNING node3.example.com (volume xenvg/old is unknown) - "
+     "verify ran "),
     ("job-failed", "1", "1 verify job failed: Job 513 has failed: Failure: "
      "command execution error: Can't get the node information of "
      "node2.example.com: Error 7: Failed to connect to node2.example.com port "

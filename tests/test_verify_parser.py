@@ -10,7 +10,7 @@ import os
 import string
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 from support import ROOT
 from ganeti_cmk import verify
@@ -268,6 +268,27 @@ def test_unrecognised_lines_are_kept_and_problem_lines_become_findings():
     ]
 
 
+@pytest.mark.parametrize("second", [
+    "Tue Nov 14 22:13:20 2023    - ERROR:ENODEDRBD:node:n2:b",
+    "   - ERROR:ENODEDRBD:node:n2:b",
+    "        - ERROR: node n2: b",
+    "      - ERROR n2 b",
+])
+def test_an_indented_finding_after_a_finding_is_a_finding_of_its_own(second):
+    """Only hook output continues a finding; a finding line never does."""
+    report = parse("  - ERROR:ENODEDRBD:node:n1:a\n%s\n" % second)
+    assert len(report.findings) == 2, report.findings
+    assert report.findings[0].message == "a"
+
+
+def test_hook_output_continues_the_finding_before_it():
+    report = parse("  - ERROR:ENODEHOOKS:node:n1:Script x failed, output:\n"
+                   "      line one\n      - a list item\n      ERROR in hook\n")
+    (f,) = report.findings
+    assert f.message == ("Script x failed, output: line one - a list item "
+                         "ERROR in hook")
+
+
 def test_hook_output_without_a_finding_before_it_is_unrecognised():
     report = parse("* Hooks Results\n      stray output\n      ERROR in hook")
     assert report.unrecognised == ["stray output"]
@@ -344,18 +365,31 @@ FRAGMENTS = ["Tue Nov 14 22:13:20 2023 ", "  - ", " - ", "      ", "* ", "ERROR"
 LINES = st.lists(st.sampled_from(FRAGMENTS), max_size=8).map("".join)
 
 
+STAMP = "Tue Nov 14 22:13:20 2023 "
+
+
+def says_error(line):
+    """A stdout line that must give a finding of its own: it says ERROR,
+    and is no section title, note or hook output (which continues the
+    finding before it)."""
+    if "ERROR" not in line.replace(":", " ").split():
+        return False
+    message = line[len(STAMP):] if line.startswith(STAMP) else line
+    if message.startswith("   ") and not message.lstrip(" ").startswith("- "):
+        return False  # hook output: part of the finding before it
+    message = message.strip()
+    return not message.startswith(("* ", "- NOTICE:", "- INFO:"))
+
+
 @given(st.lists(LINES | st.text(max_size=40), max_size=10))
+@example(["  - ERROR:ENODEDRBD:node:n1:a", STAMP + "   - ERROR:ENODEDRBD:node:n2:b"])
 def test_any_text_parses_and_no_error_line_is_dropped(lines):
     text = "\n".join(lines)
     report = parse(text, text, 1)
     Report.from_data(json.loads(json.dumps(report.to_data())))
-    for line in lines:
-        if "ERROR" not in line.replace(":", " ").split():
-            continue
-        message = line.replace("Tue Nov 14 22:13:20 2023", "").strip()
-        if message.startswith(("* ", "- NOTICE:", "- INFO:")):
-            continue  # section titles and notes are Ganeti's informational text
-        assert report.findings, "a line saying ERROR was dropped: %r" % line
+    # each line saying ERROR is a finding of its own: count them line by line
+    expected = [line for line in text.split("\n") if says_error(line.rstrip())]
+    assert len(report.findings) >= len(expected), (expected, report.findings)
 
 
 def test_finding_repr_and_equality():

@@ -4,7 +4,9 @@ Understands every Ganeti from 2.4 to 3.1: findings with `--error-codes`
 (`  - ERROR:ENODEDRBD:node:node1:msg`, item `None` = no item) and without
 (`  - ERROR: node node1: msg`, `cluster: msg` before 2.16, `cluster : msg`
 after), NOTICE/INFO notes, hook warnings, hook output, section headers, job
-lines, timestamps or none.  Anything else is kept as unrecognised, and a line
+lines, timestamps or none; a finding is one however far it is indented
+(only other indented text is hook output continuing the finding before
+it).  Anything else is kept as unrecognised, and a line
 that mentions ERROR or WARNING becomes a finding anyway: nothing that looks
 like a problem is dropped.  stderr is classified into the reasons verify could
 not run (not the master, master daemon down, queue drained, ...); the harmless
@@ -60,12 +62,12 @@ CRASHED = "crashed"
 _LINE = r"""
 (?:[A-Z][a-z]{2}\ [A-Z][a-z]{2}\ [ \d]\d\ \d\d:\d\d:\d\d\ \d{4,}(?:\ |\Z))?
 (?:
-   \ {0,2}-\ (?P<sev>ERROR|WARNING):(?:
+   \ *-\ (?P<sev>ERROR|WARNING):(?:
         (?P<code>[A-Z][A-Z0-9_]*):(?P<ctype>[a-z_]*):(?P<citem>[^:]*):(?P<cmsg>.*)
       | \ ?(?P<ptype>cluster|node|instance|group)(?:\ (?P<pitem>\S*?))?:\ ?(?P<pmsg>.*)
       | \ *(?P<smsg>.*)
    )
- | \ {0,2}-\ (?P<ntag>NOTICE|INFO):\ *(?P<nmsg>.*)
+ | \ *-\ (?P<ntag>NOTICE|INFO):\ *(?P<nmsg>.*)
  | \ {0,2}-\ (?P<bullet>.*)
  | \*\ *(?P<section>.*)
  | Submitted\ jobs?\ (?P<jobs>\d+(?:,\ *\d+)*)
@@ -277,7 +279,9 @@ def _parse_stdout(report, stdout):
                 last = Finding(severity, None, None, None,
                                decode(group("smsg")), section)
             last = add("findings", last)
-        elif group("cont") is not None and last is not None:
+        elif (group("cont") is not None and last is not None
+              and not (group("cont").startswith("- ")
+                       and finding_like(group("cont")))):
             if len(last.message) < MAX_LINE:
                 last.message = "%s %s" % (last.message, decode(group("cont")))
         elif group("ntag") is not None:
@@ -303,8 +307,10 @@ def _parse_stdout(report, stdout):
             last = None
         elif group("waiting") is not None:
             last = None
-        else:  # unknown shape, or hook output with no finding before it
-            text = group("other") or group("cont")
+        else:  # unknown shape, hook output with no finding before it, or
+            text = group("other") or group("cont")  # an indented "- ERROR"
+            if text and text.startswith("- "):
+                text = text[2:]
             last = _unrecognised(report, text, section) if text else None
 
 
