@@ -990,6 +990,8 @@ def test_severity_overrides_and_ignores():
     ("severity = ENODEN1:sometimes", "[cluster_verify] severity: 'ENODEN1:sometimes' "
      "is not CODE:ok, CODE:warn or CODE:crit, ignored"),
     ("severity = :warn", "[cluster_verify] severity: ':warn' is not CODE:ok"),
+    ("severity = ENODEN1:unknown", "[cluster_verify] severity: "
+     "'ENODEN1:unknown' is not CODE:ok"),
     ("severity = ENODEXX:warn", "[cluster_verify] severity: ENODEXX is not a "
      "verify error code (typo?)"),
     ("ignore_codes = enoden1 EBOGUS", "[cluster_verify] ignore_codes: EBOGUS is "
@@ -1010,6 +1012,10 @@ def test_settings_defaults():
     assert s.ignore_items == [] and s.piggyback is False
     s = cv.Settings(Config(text="[cluster_verify]\nignore_codes = enoden1\n"))
     assert s.ignore_codes == {"ENODEN1"}
+    s = cv.Settings(Config(text="[cluster_verify]\nseverity = enoden1:Warn "
+                           "ENODEDRBD:critical ENODEOS:warning ENODELVM:ok\n"))
+    assert s.severity == {"ENODEN1": WARN, "ENODEDRBD": CRIT, "ENODEOS": WARN,
+                          "ENODELVM": OK}
 
 
 def test_stale_after_must_leave_room_for_a_refresh(cluster):

@@ -66,7 +66,6 @@ FAILURES = {
                    "[cluster_verify] extra_args"),
     verify.CRASHED: (WARN, "gnt-cluster verify crashed"),
 }
-STATE_WORDS = {"ok": OK, "warn": WARN, "crit": CRIT}
 
 
 class Settings:
@@ -90,8 +89,11 @@ class Settings:
         self.severity = {}
         for entry in config.get_list(SECTION, "severity"):
             code, _, word = entry.partition(":")
-            state = STATE_WORDS.get(word.strip().lower())
-            if not code or state is None:
+            try:
+                state = State.from_name(word)
+            except ValueError:
+                state = None
+            if not code or state in (None, UNKNOWN):
                 _problem(config, "severity: %r is not CODE:ok, CODE:warn or "
                          "CODE:crit, ignored" % entry)
                 continue
@@ -552,10 +554,6 @@ def _label(finding):
     return finding.code or finding.severity
 
 
-def _short(text, limit=SHORT_MESSAGE):
-    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
-
-
 def _line(state, finding):
     where = finding.item or (finding.item_type if finding.code is None else None)
     where = " " + where if where else ""
@@ -577,7 +575,8 @@ def _findings_text(judged, items=True, unstored=(0, 0)):
         return None
     bad.sort(key=lambda x: (-x[0].rank, x[1]))
     named = ["%s%s (%s)" % (_label(f), " " + f.item if f.item and items else "",
-                            _short(f.message)) for _, _, f in bad[:SHOWN]]
+                            sanitize(f.message, SHORT_MESSAGE))
+             for _, _, f in bad[:SHOWN]]
     if errors + warnings > SHOWN:
         named.append("+%d more" % (errors + warnings - SHOWN))
     counts = ", ".join(c for c in (_count(errors, "error") if errors else "",
