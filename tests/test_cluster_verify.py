@@ -171,7 +171,7 @@ class Cluster:
         """The fake gnt-cluster's runs so far: [(pid, args)]."""
         if not self.log.exists():
             return []
-        return [(int(line.split()[0]), line.split()[1:])
+        return [(int(line.split("\t")[0]), line.split("\t")[1:])
                 for line in self.log.read_text().splitlines()]
 
     def wait_for_cache(self):
@@ -381,6 +381,21 @@ def test_changed_arguments_make_the_cache_due(cluster):
         ["verify", "--error-codes", "--node-group", "site-a", "-I", "ENODEN1"]]
     cluster.agent()
     assert len(cluster.verifies()) == 2
+
+
+def test_extra_args_may_quote_blanks(cluster):
+    cluster.case("era-3.0-clean")
+    cluster.settings["extra_args"] = """--node-group 'site a' -I "ENODEN1" x\\ y"""
+    assert service(cluster.run("--refresh").hosts)["state"] == "0"
+    cluster.settings["extra_args"] = "--node-group 'site a"
+    svc = service(cluster.run("--refresh").hosts)
+    assert svc["summary"].endswith(
+        "(config problem: [cluster_verify] extra_args: \"--node-group 'site "
+        "a\" is not a command line (No closing quotation), split at blanks)")
+    assert [args for _, args in cluster.verifies()] == [
+        ["verify", "--error-codes", "--node-group", "site a", "-I", "ENODEN1",
+         "x y"],
+        ["verify", "--error-codes", "--node-group", "'site", "a"]]
 
 
 def test_unreadable_cache_is_replaced(cluster):

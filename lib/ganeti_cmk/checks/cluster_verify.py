@@ -84,7 +84,7 @@ class Settings:
                      "refresh may still run" % (
                          format_duration(self.stale_after),
                          format_duration(self.max_age + self.timeout)))
-        self.extra_args = config.get_str(SECTION, "extra_args").split()
+        self.extra_args = _split_args(config)
         self.piggyback = config.get_bool(SECTION, "piggyback")
         self.severity = {}
         for entry in config.get_list(SECTION, "severity"):
@@ -121,6 +121,20 @@ class Settings:
         if finding.code in self.severity:
             return self.severity[finding.code]
         return CRIT if finding.severity == verify.ERROR else WARN
+
+
+def _split_args(config):
+    """extra_args split at blanks; with quotes or backslashes as a shell
+    would split them (shlex, imported only then: it imports re)."""
+    text = config.get_str(SECTION, "extra_args")
+    if any(c in text for c in "'\"\\"):
+        import shlex
+        try:
+            return shlex.split(text)
+        except ValueError as e:
+            _problem(config, "extra_args: %r is not a command line (%s), "
+                     "split at blanks" % (text, e))
+    return text.split()
 
 
 def _problem(config, text):
