@@ -381,6 +381,21 @@ def test_process_exiting_while_its_disk_file_is_looked_up(node, doubles, monkeyp
     assert found.stale == ["web1: pid %d exited during the scan" % web1.pid]
 
 
+def test_process_younger_than_the_scan_is_not_judged(node, doubles, monkeypatch):
+    """A pid reused during the scan belongs to a process that started
+    after the scan began: not the one found (simulated by a scan that
+    began before web1 started)."""
+    install(doubles["old"], node.binary())
+    before = procfs.boot_time()
+    wait_until(lambda: procfs.boot_time() > before + 0.05, "a clock tick or more")
+    web1 = node.start("web1")
+    install(doubles["new"], node.binary())
+    monkeypatch.setattr(procfs, "boot_time", lambda: before)
+    found = probe(node)
+    assert found.processes == []
+    assert found.stale == ["web1: pid %d exited during the scan" % web1.pid]
+
+
 def test_unknown_qemu_processes_are_reported_separately(node, doubles, tmp_path):
     install(doubles["new"], node.binary())
     node.start("web1")

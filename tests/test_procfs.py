@@ -80,12 +80,15 @@ def test_zombie(node, doubles):
 
 def test_start_time_until_the_process_exits(node, doubles):
     install(doubles["old"], node.binary())
+    before = procfs.boot_time()
+    wait_until(lambda: procfs.boot_time() > before + 0.05, "a clock tick or more")
     p = node.start("inst1")
     started = procfs.start_time(PROC, p.pid)
+    assert before < started <= procfs.boot_time()
     with open("/proc/%d/stat" % p.pid) as f:  # field 22, counted by hand
-        assert started == int(f.read().rsplit(")", 1)[1].split()[19])
-    assert procfs.start_time(PROC, p.pid) == started
-    assert procfs.start_time(PROC, os.getpid()) != started
+        ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    assert started == ticks / os.sysconf("SC_CLK_TCK")
+    assert procfs.start_time(PROC, os.getpid()) < before
     os.kill(p.pid, signal.SIGKILL)
     wait_until(lambda: procfs.state(PROC, p.pid) == "Z")
     assert procfs.start_time(PROC, p.pid) is None  # a zombie has exited

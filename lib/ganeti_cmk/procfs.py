@@ -10,6 +10,7 @@ strings (os.fsdecode) so they can be looked up again.
 """
 
 import os
+import time
 
 DELETED = " (deleted)"
 _GONE = (FileNotFoundError, ProcessLookupError, NotADirectoryError)
@@ -81,15 +82,19 @@ def state(proc, pid):
 
 
 def start_time(proc, pid):
-    """When `pid` started (clock ticks after boot), or None once it has
-    exited (gone, or a zombie).  Another process that gets the same pid
-    has another start time: reading it before and after looking at a
-    process tells that all was read from the same, living process.
+    """When `pid` started, in seconds after boot (boot_time()'s clock,
+    truncated to a clock tick), or None once it has exited (gone, or a
+    zombie).  A process that got the pid of an exited one started later.
     """
     fields = _stat(proc, pid)
     if not fields or len(fields) < 20 or fields[0] in (b"Z", b"X"):
         return None
-    return int(fields[19])
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def boot_time():
+    """Seconds since boot, the clock of start_time()."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def others_hidden(proc):

@@ -28,13 +28,12 @@ MAX_LIBRARIES = 3  # library names listed in the summary per group
 class Process:
     """One qemu process: who it is and what it runs."""
 
-    __slots__ = ("pid", "started", "name", "managed", "kvm_path", "exe",
-                 "replaced", "running", "installed", "installed_path",
-                 "since", "libraries", "denied")
+    __slots__ = ("pid", "name", "managed", "kvm_path", "exe", "replaced",
+                 "running", "installed", "installed_path", "since",
+                 "libraries", "denied")
 
-    def __init__(self, pid, name, managed, kvm_path=None, started=None):
+    def __init__(self, pid, name, managed, kvm_path=None):
         self.pid = pid
-        self.started = started      # procfs.start_time when found
         self.name = name            # instance name, or -name (None if absent)
         self.managed = managed      # found through Ganeti's pid file
         self.kvm_path = kvm_path    # what it was started as
@@ -132,7 +131,6 @@ def find_instances(proc, run_dir, found, hidden=False):
             continue
         p = Process(pid, instance, True)
         try:
-            p.started = procfs.start_time(proc, pid)  # before what it is
             why = _not_the_instance(proc, pid, instance)
         except PermissionError:
             why, p.denied = None, True
@@ -171,7 +169,6 @@ def find_others(proc, matches, found):
                 name = procfs.comm(proc, pid)
             if name is None or not matches(name):
                 continue
-            started = procfs.start_time(proc, pid)
             argv = procfs.cmdline(proc, pid)
         except PermissionError:
             continue  # /proc hides it (hidepid): probe() says so once
@@ -179,7 +176,7 @@ def find_others(proc, matches, found):
             continue  # exited, a zombie, or a kernel thread
         kvm_path = argv[0] if argv[0].startswith("/") else None
         found.processes.append(Process(pid, ganeti.qemu_name(argv), False,
-                                       kvm_path, started))
+                                       kvm_path))
 
 
 def _version(cache, path, st):
@@ -189,9 +186,9 @@ def _version(cache, path, st):
         return None  # exited or replaced while we read: no version, no error
 
 
-def inspect(proc, p, cache, check_libraries, kvm_path_of):
+def inspect(proc, p, cache, check_libraries, kvm_path_of, scan_began):
     """Fill in what `p` runs and what is on disk; False if it has exited
-    (or its pid was reused) since it was found.
+    (or its pid was reused) since the scan began (procfs.boot_time()).
 
     `kvm_path_of(p)` gives a managed instance's kvm_path, asked for only
     when it is outdated (for the details, and for the installed version
@@ -233,10 +230,15 @@ def inspect(proc, p, cache, check_libraries, kvm_path_of):
         _check_libraries(proc, p)
     if p.outdated and p.kvm_path is None:
         p.kvm_path = kvm_path_of(p)
-    # What was read is only this process's if it still runs: a process
-    # that exited meanwhile (or whose pid was reused) has no files to
-    # look at any more, and its binary was not "removed from disk".
-    return p.started is not None and procfs.start_time(proc, p.pid) == p.started
+    # A process that exited meanwhile has no files to look at any more,
+    # and its binary was not "removed from disk"; one that got its pid
+    # since we began is another.  Checked where it matters, to keep the
+    # steady state at no extra read per process.
+    if p.outdated:
+        started = procfs.start_time(proc, p.pid)
+        if started is None or started > scan_began:
+            return False
+    return True
 
 
 def _installed_at(proc, p, cache):
@@ -274,6 +276,7 @@ def _check_libraries(proc, p):
 
 def probe(proc, run_dir, kvm_path, matches, cache, check_libraries=False):
     """Find and inspect every qemu process; a Probe."""
+    scan_began = procfs.boot_time()
     found = Probe()
     found.kvm_path = kvm_path
     found.euid = os.geteuid()
@@ -293,7 +296,7 @@ def probe(proc, run_dir, kvm_path, matches, cache, check_libraries=False):
         return started_as(run_dir, p, kvm_path) if p.managed else None
 
     for p in list(found.processes):
-        if not inspect(proc, p, cache, check_libraries, kvm_path_of):
+        if not inspect(proc, p, cache, check_libraries, kvm_path_of, scan_began):
             found.processes.remove(p)
             if p.managed:
                 found.stale.append("%s: pid %d exited during the scan"
