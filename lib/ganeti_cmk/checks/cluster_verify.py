@@ -4,12 +4,14 @@ The agent never waits for verify: in agent mode the check prints the result
 cached in `<state_dir>/cluster_verify.json` and, when that is older than
 `[cluster_verify] max_age`, starts one detached background refresh (this check
 again, with the hidden --refresh-cache, in its own session, stdio on
-/dev/null).  A lock on `cluster_verify.lock`, held by the refresher and
-inherited by gnt-cluster itself, lets at most one verify run at a time, also
-across a crashed refresher.  `--refresh` runs verify in the foreground.
+/dev/null, no other fd; under systemd as a transient unit of its own).  A
+lock on `cluster_verify.lock`, held by the refresher and inherited by
+gnt-cluster itself, lets at most one verify run at a time, also across a
+crashed refresher.  `--refresh` runs verify in the foreground.
 
 Verify runs as `<gnt_cluster> verify --error-codes <extra_args>` in a new
-session under a hard timeout that kills its whole process group.  Evaluate:
+session under a hard timeout that kills its whole process group (and then
+cancels its jobs), its output bounded and in files, not pipes.  Evaluate:
 ERROR -> CRIT, WARNING -> WARN, NOTICE -> details, with per-code severity
 overrides and ignores by code and by item; failures to run have their own
 states (master daemon down CRIT, queue drained WARN, timeout CRIT, ...).
@@ -31,7 +33,7 @@ SECTION = "cluster_verify"
 CACHE_FILE = "cluster_verify.json"
 LOCK_FILE = "cluster_verify.lock"
 CACHE_VERSION = 1
-KILL_GRACE = 5        # s to collect the output after killing verify's group
+KILL_GRACE = 5        # s to wait for verify's end after killing its group
 DEADLINE_GRACE = 60   # s a refresh may take beyond the verify timeout
 SHOWN = 3             # findings named in the summary
 SHORT_MESSAGE = 60    # characters of a message in the summary
