@@ -308,6 +308,8 @@ def write_config(confdir, node, node_name=None, **paths):
     parser = configparser.ConfigParser(interpolation=None)
     parser.read_string(node.config())
     parser["paths"].update(paths)
+    # never a real transient unit for a refresh, even on a systemd machine
+    parser["paths"]["systemd_system_dir"] = os.path.join(confdir, "no-systemd")
     parser["cluster_verify"] = {"max_age": "1d"}
     if node_name:
         parser["ganeti"] = {"node_name": node_name}

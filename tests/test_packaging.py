@@ -410,9 +410,11 @@ def test_verify_refreshes_in_the_background_from_the_built_check(agent_dirs):
     fake = lib / "gnt-cluster"
     fake.write_text(FAKE_VERIFY)
     fake.chmod(0o755)
+    # systemd_system_dir: never a real transient unit, even on a systemd machine
     (agent_dirs["etc"] / "ganeti_cmk.cfg").write_text(
-        "[paths]\nganeti_data_dir = %s\ngnt_cluster = %s\n[ganeti]\nnode_name = %s\n"
-        % (ssconf, fake, "master.example.org"))
+        "[paths]\nganeti_data_dir = %s\ngnt_cluster = %s\nsystemd_system_dir = %s\n"
+        "[ganeti]\nnode_name = %s\n"
+        % (ssconf, fake, lib / "no-systemd", "master.example.org"))
     local = str(agent_dirs["local"])
     first = assert_valid_output(run_one(local, "ganeti_cluster_verify", env))[None]
     assert "Ganeti verify" in first
