@@ -98,3 +98,16 @@ def test_fqdn_file_in_the_way_is_not_read(tmp_path, monkeypatch, planted):
     with fails_instead_of_hanging():
         assert ganeti.fqdn(str(tmp_path)) == "node1.example.com"
     assert not path.is_symlink() and path.read_text().endswith("\nnode1.example.com\n")
+
+
+def test_ssconf_through_a_link_or_fifo_is_refused_not_waited_for(cluster, tmp_path):
+    import os
+    link = tmp_path / "lib" / "ssconf_cluster_name"
+    link.unlink()
+    os.mkfifo(str(link))  # reading it would block until a writer comes
+    with pytest.raises(OSError):
+        ganeti.read_ssconf(cluster, "cluster_name")
+    link.unlink()
+    link.symlink_to(tmp_path / "lib" / "ssconf_master_node")
+    with pytest.raises(OSError):
+        ganeti.read_ssconf(cluster, "cluster_name")

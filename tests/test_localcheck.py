@@ -112,3 +112,9 @@ def test_many_details_are_capped():
     fields = parse_line(render_line(r))
     assert len(fields["details"]) == 200
     assert fields["details"][-1] == "... and 301 more"
+
+
+def test_plural():
+    from ganeti_cmk.localcheck import plural
+    assert plural(1, "error") == "1 error" and plural(0, "error") == "0 errors"
+    assert plural(2, "qemu process", "qemu processes") == "2 qemu processes"

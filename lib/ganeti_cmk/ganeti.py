@@ -54,10 +54,12 @@ def fqdn(state_dir, now=None):
 
 
 def read_ssconf(data_dir, key):
-    """The value of `ssconf_<key>` without trailing newlines, or None."""
+    """The value of `ssconf_<key>` without trailing newlines, or None.
+
+    A link, FIFO or file over Ganeti's size limit raises OSError.
+    """
     try:
-        with open(os.path.join(data_dir, "ssconf_" + key), "rb") as f:
-            data = f.read(SSCONF_MAX)
+        data = read_bounded(os.path.join(data_dir, "ssconf_" + key), SSCONF_MAX)
     except (FileNotFoundError, NotADirectoryError):
         return None
     return data.decode("utf-8", "replace").rstrip("\n")

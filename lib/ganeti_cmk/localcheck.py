@@ -7,7 +7,7 @@ no input can start a second line or fake a service.
 """
 
 __all__ = ["State", "OK", "WARN", "CRIT", "UNKNOWN", "Metric", "Result",
-           "NotApplicable", "worst", "sanitize", "render_local", "valid_host",
+           "NotApplicable", "plural", "worst", "sanitize", "render_local", "valid_host",
            "render_nagios", "format_number"]
 
 
@@ -61,6 +61,11 @@ class State(int):
 
 
 OK, WARN, CRIT, UNKNOWN = State(0), State(1), State(2), State(3)
+
+
+def plural(count, one, many=None):
+    """'1 error', '2 errors'; `many` for irregular words ('2 processes')."""
+    return "%d %s" % (count, one if count == 1 else many or one + "s")
 
 
 def worst(states, default=OK):

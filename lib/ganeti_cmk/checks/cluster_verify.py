@@ -24,7 +24,7 @@ import time
 from .. import ganeti, verify
 from ..config import format_duration
 from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable,
-                          Result, State, sanitize, valid_host, worst)
+                          Result, State, plural, sanitize, valid_host, worst)
 from ..runner import Check, extend_deadline
 from ..statefile import write_atomically
 
@@ -577,10 +577,6 @@ def _line(state, finding):
     return "%s %s%s: %s" % (label, _label(finding), where, finding.message)
 
 
-def _count(number, word):
-    return "%d %s%s" % (number, word, "" if number == 1 else "s")
-
-
 def _findings_text(judged, items=True, unstored=(0, 0)):
     """'2 errors, 1 warning: CODE item (message), ...' for judged findings
     (and `unstored` errors and warnings, only counted)."""
@@ -595,8 +591,8 @@ def _findings_text(judged, items=True, unstored=(0, 0)):
              for _, _, f in bad[:SHOWN]]
     if errors + warnings > SHOWN:
         named.append("+%d more" % (errors + warnings - SHOWN))
-    counts = ", ".join(c for c in (_count(errors, "error") if errors else "",
-                                   _count(warnings, "warning") if warnings else "")
+    counts = ", ".join(c for c in (plural(errors, "error") if errors else "",
+                                   plural(warnings, "warning") if warnings else "")
                        if c)
     return "%s: %s" % (counts, ", ".join(named))
 
@@ -662,7 +658,7 @@ def _run_problems(cache, report, settings):
                                                            SUMMARY_TEXT))))
     if report.failed_jobs or report.job_errors:
         number = report.failed_jobs or len(report.job_errors)
-        text = "%s failed" % _count(number, "verify job")
+        text = "%s failed" % plural(number, "verify job")
         if report.job_errors:
             text += ": %s" % sanitize(report.job_errors[0], SUMMARY_TEXT)
         problems.append((WARN, text))
@@ -728,7 +724,7 @@ def evaluate(cache, settings, now, refresh_note=None, node=None, hosts=()):
     if found is None and completed:
         found = "no errors or warnings"
         if report.notes:
-            found += " (%s)" % _count(len(report.notes), "notice")
+            found += " (%s)" % plural(len(report.notes), "notice")
     parts = [text for _, text in problems] + ([found] if found else [])
     summary = "%s - verify %s" % (sanitize("; ".join(parts), SUMMARY_HEAD),
                                   _when(now - cache["finished"]))

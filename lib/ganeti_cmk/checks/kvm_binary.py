@@ -15,7 +15,8 @@ import time
 
 from .. import ganeti, procfs
 from ..config import format_duration
-from ..localcheck import CRIT, MAX_TEXT, OK, UNKNOWN, WARN, Metric, Result, worst
+from ..localcheck import (CRIT, MAX_TEXT, OK, UNKNOWN, WARN, Metric, Result,
+                          plural, worst)
 from ..qemu_version import VersionCache
 from ..runner import Check
 
@@ -312,10 +313,6 @@ def probe(proc, run_dir, kvm_path, matches, cache, check_libraries=False):
 
 # --- evaluate ---------------------------------------------------------------
 
-def _plural(count, one, many):
-    return "%d %s" % (count, one if count == 1 else many)
-
-
 def _versions_text(p):
     """'running 7.2.15, installed 7.2.18' with just enough detail."""
     run, inst = p.running, p.installed
@@ -450,19 +447,19 @@ def _outdated_clauses(found, outdated, now, limit):
     libs = [p for p in ours if not p.replaced]
     if binary:
         clauses.append("%s of %s %s a replaced KVM binary%s" % (
-            len(binary), _plural(sum(p.managed for p in found.processes), "instance",
+            len(binary), plural(sum(p.managed for p in found.processes), "instance",
                                  "instances"),
             "runs" if len(binary) == 1 else "run", _groups(binary, now, limit)))
     if libs:
         clauses.append("%s replaced libraries%s" % (
-            _plural(len(libs), "instance maps", "instances map"),
+            plural(len(libs), "instance maps", "instances map"),
             _groups(libs, now, limit)))
     if ours:
         clauses[-1] += ": live-migrate or restart %s" % _them(ours)
     others = [p for p in outdated if not p.managed]
     if others:
         clauses.append("%s not started by Ganeti %s a replaced binary%s: restart %s" % (
-            _plural(len(others), "qemu process", "qemu processes"),
+            plural(len(others), "qemu process", "qemu processes"),
             "runs" if len(others) == 1 else "run", _groups(others, now, limit),
             _them(others)))
     return clauses
@@ -478,7 +475,7 @@ def _problems(found):
     denied = sorted(p.pid for p in found.processes if p.denied)
     if denied:
         problems.insert(0, "cannot inspect %s (pid %s): permission denied" % (
-            _plural(len(denied), "qemu process", "qemu processes"),
+            plural(len(denied), "qemu process", "qemu processes"),
             _some((str(pid) for pid in denied), MAX_NAMES)))
     if not problems:
         return []
@@ -504,13 +501,13 @@ def _all_current(found):
         return text
     if instances:
         text = "all %s the installed KVM binary (%s)" % (
-            _plural(len(instances), "instance runs", "instances run"),
+            plural(len(instances), "instance runs", "instances run"),
             _installed_text(instances))
     else:
         text = "no Ganeti instances running"
     if others:
         text += "; %s not started by Ganeti: %s" % (
-            _plural(len(others), "qemu process", "qemu processes"),
+            plural(len(others), "qemu process", "qemu processes"),
             _some((p.label() for p in others), MAX_NAMES))
     return text
 
