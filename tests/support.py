@@ -63,3 +63,31 @@ def run_agent(name, tmp_path, config_text=None, env=None, user=None):
                       env=env, user=user)
     assert proc.returncode == 0, proc.stderr
     return assert_valid_output(proc.stdout)[None]
+
+
+def as_nobody(function):
+    """Call function() in a forked child running as uid and gid 65534.
+
+    Returns the name of the exception it raised (an AssertionError inside
+    counts), or None.  Needs root.
+    """
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        outcome = b"?"
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                function()
+                outcome = b""
+            except BaseException as e:
+                outcome = type(e).__name__.encode()
+        finally:
+            os.write(write_end, outcome)
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        outcome = f.read()
+    os.waitpid(child, 0)
+    return outcome.decode() or None

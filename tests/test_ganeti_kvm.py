@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from support import needs_root
+from support import as_nobody, needs_root
 from ganeti_cmk import ganeti
 
 
@@ -119,19 +119,8 @@ def test_unreadable_runtime_raises_permission_error(run_dir):
     """Not an unknown kvm_path: the caller says what it may not read."""
     write(run_dir, "conf", "x.runtime", "[]")
     os.chmod(str(run_dir / "kvm-hypervisor" / "conf" / "x.runtime"), 0o600)
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the child
-        code = 1
-        try:
-            os.setgid(65534)
-            os.setuid(65534)
-            try:
-                ganeti.kvm_runtime_path(str(run_dir), "x")
-            except PermissionError:
-                code = 0
-        finally:
-            os._exit(code)
-    assert os.waitpid(child, 0)[1] == 0
+    assert as_nobody(lambda: ganeti.kvm_runtime_path(str(run_dir), "x")) == \
+        "PermissionError"
 
 
 def test_missing_runtime_gives_none(run_dir):

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from support import needs_root
+from support import as_nobody, needs_root
 from ganeti_cmk import procfs
 from kvm_doubles import (NAME, compile_library, doubles, install,  # noqa: F401
                          node, public_dir, wait_until)
@@ -116,19 +116,11 @@ def test_state_with_parenthesis_in_comm(node, doubles):
 def test_exe_of_another_users_process_raises_permission_error(node, doubles):
     install(doubles["old"], node.binary())
     p = node.start("inst1")
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the child
-        code = 1
-        try:
-            os.setgid(65534)
-            os.setuid(65534)
-            try:
-                procfs.exe(PROC, p.pid)
-            except PermissionError:
-                code = 0 if procfs.comm(PROC, p.pid) == NAME else 2
-        finally:
-            os._exit(code)
-    assert os.waitpid(child, 0)[1] == 0
+    assert as_nobody(lambda: procfs.exe(PROC, p.pid)) == "PermissionError"
+
+    def comm_is_readable():
+        assert procfs.comm(PROC, p.pid) == NAME
+    assert as_nobody(comm_is_readable) is None
 
 
 def test_disk_path_in_our_mount_namespace_is_the_path_itself(node, doubles):
@@ -184,19 +176,8 @@ def test_disk_stat_not_permitted_raises(tmp_path):
     (tmp_path / "closed").mkdir(mode=0o700)
     (tmp_path / "closed" / "kvm").write_text("")
     os.chmod(str(tmp_path), 0o755)
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the child
-        code = 1
-        try:
-            os.setgid(65534)
-            os.setuid(65534)
-            try:
-                procfs.disk_stat(PROC, os.getpid(), str(tmp_path / "closed" / "kvm"))
-            except PermissionError:
-                code = 0
-        finally:
-            os._exit(code)
-    assert os.waitpid(child, 0)[1] == 0
+    assert as_nobody(lambda: procfs.disk_stat(
+        PROC, os.getpid(), str(tmp_path / "closed" / "kvm"))) == "PermissionError"
 
 
 def test_deleted_mappings(node, doubles, public_dir, tmp_path):
