@@ -54,7 +54,8 @@ DISTDIR ?= dist
 DESTDIR ?=
 LOCALDIR ?= /usr/lib/check_mk_agent/local
 CONFDIR ?= /etc/check_mk
-CHECKS := $(notdir $(wildcard checks/ganeti_*))
+# The registered checks (lib/ganeti_cmk/checks/__init__.py), as built: ganeti_<name>.
+CHECKS := $(shell PYTHONPATH=lib $(PYTHON) -c 'from ganeti_cmk.checks import NAMES; print(" ".join("ganeti_" + n for n in NAMES))')
 
 build:
 	$(PYTHON) tools/build.py local $(BUILDDIR)

@@ -45,10 +45,12 @@ for _path in (os.path.join(ROOT, "lib"), os.path.join(ROOT, "tests"),
 
 import kvm_doubles  # noqa: E402
 import verify_output  # noqa: E402
-from ganeti_cmk.config import Config  # noqa: E402
+from ganeti_cmk.ganeti import node_name  # noqa: E402
 from localcheck_grammar import assert_valid_output  # noqa: E402
 
-CHECKS = ("ganeti_kvm_device", "ganeti_kvm_binary", "ganeti_cluster_verify")
+from ganeti_cmk.checks import NAMES  # noqa: E402
+
+CHECKS = tuple("ganeti_" + name for name in NAMES)
 AGENT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 FAKE_GNT = os.path.join(ROOT, "tests", "fake_gnt_cluster")
 SLEEP_SECONDS = "3600"  # a backstop: the sleeps end even if cleanup never runs
@@ -56,7 +58,7 @@ REPLACED_EVERY = 10     # instance 0, 10, 20, ... runs a replaced binary
 OTHER_MASTER = "master.example.com"
 MEASURE = []            # bench/measure.c, compiled (build_measure)
 FLOOR = "empty zipapp (floor)"
-CHECKOUT = "checkout: checks/ganeti_kvm_device (no config file)"
+CHECKOUT = "checkout: ganeti-cmk run kvm_device (no config file)"
 NAMED = "ganeti_cluster_verify (other node, [ganeti] node_name set)"
 
 FULL = {"runs": 30, "warmup": 3, "sleeps": (100, 1000, 5000),
@@ -342,17 +344,21 @@ def empty_zipapp(path):
 
 
 def checkout(workdir, python):
-    """checks/ganeti_kvm_device with lib/ next to it, compiled by `python`:
+    """`ganeti-cmk run kvm_device` from a copy of lib/ compiled by `python`:
     the same code without the zip (as from a checkout or pip install)."""
     root = os.path.join(workdir, "checkout")
-    os.makedirs(os.path.join(root, "checks"))
-    shutil.copy2(os.path.join(ROOT, "checks", "ganeti_kvm_device"),
-                 os.path.join(root, "checks"))
     shutil.copytree(os.path.join(ROOT, "lib"), os.path.join(root, "lib"),
                     ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([python, "-m", "compileall", "-q", os.path.join(root, "lib")],
                    check=True, timeout=120)
-    return os.path.join(root, "checks", "ganeti_kvm_device")
+    script = os.path.join(root, "ganeti_kvm_device")
+    with open(script, "w") as f:
+        f.write("#!%s\nimport sys\nsys.path.insert(0, %r)\n"
+                "from ganeti_cmk.cli import main\n"
+                "sys.exit(main(['run', 'kvm_device'] + sys.argv[1:]))\n"
+                % (python, os.path.join(root, "lib")))
+    os.chmod(script, 0o755)
+    return script
 
 
 class Setup:
@@ -365,7 +371,7 @@ class Setup:
         node = load.node
         self.vardir = os.path.join(work, "var")
         os.makedirs(self.vardir)
-        fqdn = Config(text="").node_name()  # what the check compares, unset
+        fqdn = node_name("", self.vardir)  # what the check compares, unset
         write_ssconf(node.data_dir, fqdn, [fqdn, "node2.example.com"])
         other = os.path.join(work, "other-ganeti")
         write_ssconf(other, OTHER_MASTER, [OTHER_MASTER, fqdn])
@@ -518,7 +524,7 @@ def machine(python):
 
     commit = output(["git", "-C", ROOT, "rev-parse", "--short=12", "HEAD"]) or "unknown"
     if output(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no",
-               "--", "lib", "checks", "bench", "tools"]):
+               "--", "lib", "bench", "tools"]):
         commit += " (with uncommitted changes in lib, checks, bench or tools)"
     memory = first("/proc/meminfo", "MemTotal").split()[0]
     return [

@@ -21,9 +21,21 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
+LIB = os.path.join(ROOT, "lib")
+
+
+def check_command(name, python=None):
+    """The argv that runs check `name` (ganeti_<module>) from the checkout:
+    `ganeti-cmk run <name>` with lib/ on sys.path, no environment needed."""
+    code = ("import sys; sys.path.insert(0, %r); from ganeti_cmk.cli import main; "
+            "sys.exit(main(['run', %r] + sys.argv[1:]))" % (LIB, name))
+    return [python or sys.executable, "-c", code]
+
+
 def run_script(name, *args, config_text=None, tmp_path=None, env=None,
                user=None, timeout=60):
-    """Run checks/<name> as a subprocess in a clean environment.
+    """Run check `name` (ganeti_<module>) from the checkout as a subprocess
+    in a clean environment: `python3 -m ganeti_cmk run <name>`.
 
     Runs under the test's interpreter, or the system python3 with `user`.
 
@@ -45,7 +57,7 @@ def run_script(name, *args, config_text=None, tmp_path=None, env=None,
     if user is not None:
         # pyenv's interpreters may not load as another user; the node's is this
         python = SYSTEM_PYTHON
-    cmd = [python, os.path.join(ROOT, "checks", name)] + list(args)
+    cmd = check_command(name, python) + list(args)
     if user is not None:
         cmd = ["setpriv", "--reuid=%d" % user, "--regid=%d" % user,
                "--clear-groups"] + cmd

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from support import ROOT, needs_root, run_script
+from support import ROOT, check_command, needs_root, run_script
 from ganeti_cmk import verify
 from ganeti_cmk.checks import cluster_verify as cv
-from ganeti_cmk.config import Config
 from ganeti_cmk.localcheck import CRIT, OK, UNKNOWN, WARN, render_local
 from localcheck_grammar import assert_valid_output
 
@@ -135,7 +134,7 @@ class Cluster:
         env.update(self.env)
         (self.tmp / "etc").mkdir(exist_ok=True)
         (self.tmp / "etc" / "ganeti_cmk.cfg").write_text(self.config_text())
-        command = [sys.executable, os.path.join(ROOT, "checks", SCRIPT)] + list(args)
+        command = check_command(SCRIPT) + list(args)
         fds = ()
         if connection is not None:
             command = [sys.executable, "-c", "import os, sys; "
@@ -968,7 +967,7 @@ def make_cache(case, now, age=60.0, duration=12.0, **fields):
 
 
 def evaluate(case, config="", now=1700000000.0, **kwargs):
-    config = Config(text="[cluster_verify]\n" + config)
+    config = cv.CHECK.config(text="[cluster_verify]\n" + config)
     results = cv.evaluate(make_cache(case, now), cv.Settings(config), now,
                           **kwargs)
     assert_valid_output("".join(line + "\n" for line in render_local(results)))
@@ -1021,13 +1020,13 @@ def test_bad_settings_are_config_problems(config, problem):
 
 
 def test_settings_defaults():
-    s = cv.Settings(Config(text=""))
+    s = cv.Settings(cv.CHECK.config(text=""))
     assert (s.max_age, s.stale_after, s.timeout) == (600, 1800, 600)
     assert s.extra_args == [] and s.severity == {} and s.ignore_codes == set()
     assert s.ignore_items == [] and s.piggyback is False
-    s = cv.Settings(Config(text="[cluster_verify]\nignore_codes = enoden1\n"))
+    s = cv.Settings(cv.CHECK.config(text="[cluster_verify]\nignore_codes = enoden1\n"))
     assert s.ignore_codes == {"ENODEN1"}
-    s = cv.Settings(Config(text="[cluster_verify]\nseverity = enoden1:Warn "
+    s = cv.Settings(cv.CHECK.config(text="[cluster_verify]\nseverity = enoden1:Warn "
                            "ENODEDRBD:critical ENODEOS:warning ENODELVM:ok\n"))
     assert s.severity == {"ENODEN1": WARN, "ENODEDRBD": CRIT, "ENODEOS": WARN,
                           "ENODELVM": OK}
@@ -1056,7 +1055,7 @@ def test_bad_setting_makes_the_check_warn_end_to_end(cluster):
 
 
 def test_first_run_and_refresh_notes():
-    settings = cv.Settings(Config(text=""))
+    settings = cv.Settings(cv.CHECK.config(text=""))
     (r,) = cv.evaluate(None, settings, 0, (OK, "refresh started (pid 9)"))
     assert (r.state, r.summary) == (UNKNOWN, "first verify run in progress: "
                                     "refresh started (pid 9)")
@@ -1074,7 +1073,7 @@ def test_first_run_and_refresh_notes():
 def test_age_duration_and_run_details():
     now = 1700000000.0
     cache = make_cache("era-3.0-clean", now, age=125.0, duration=7.4)
-    (r,) = cv.evaluate(cache, cv.Settings(Config(text="")), now)
+    (r,) = cv.evaluate(cache, cv.Settings(cv.CHECK.config(text="")), now)
     assert r.summary == "no errors or warnings (1 notice) - verify ran 2.1 min ago"
     assert [(m.name, m.value) for m in r.metrics] == [
         ("ganeti_verify_errors", 0), ("ganeti_verify_warnings", 0),
@@ -1082,11 +1081,11 @@ def test_age_duration_and_run_details():
     assert r.details[-1].endswith("for 7 s, exit code 0: gnt-cluster verify "
                                   "--error-codes")
     # a clock that went back: age 0, not a negative number, and it says so
-    (r,) = cv.evaluate(cache, cv.Settings(Config(text="")), now - 3600)
+    (r,) = cv.evaluate(cache, cv.Settings(cv.CHECK.config(text="")), now - 3600)
     assert r.metrics[3].value == 0
     assert r.summary == ("no errors or warnings (1 notice) - verify finished "
                          "58 min in the future (did the clock jump back?)")
-    (r,) = cv.evaluate(cache, cv.Settings(Config(text="")), now - 150)
+    (r,) = cv.evaluate(cache, cv.Settings(cv.CHECK.config(text="")), now - 150)
     assert r.summary.endswith(" - verify ran 0 s ago")   # within a minute
 
 
@@ -1114,7 +1113,7 @@ def test_killed_by_a_signal_warns():
     now = 1700000000.0
     cache = make_cache("era-3.0-clean", now)
     cache["report"]["exit_code"] = -9
-    (r,) = cv.evaluate(cache, cv.Settings(Config(text="")), now)
+    (r,) = cv.evaluate(cache, cv.Settings(cv.CHECK.config(text="")), now)
     assert r.state == WARN and r.summary.startswith("gnt-cluster was killed by signal 9")
 
 
@@ -1125,7 +1124,7 @@ def test_a_failed_background_refresh_is_cached(tmp_path, monkeypatch):
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(cv, "refresh", broken)
-    settings = cv.Settings(Config(text=""))
+    settings = cv.Settings(cv.CHECK.config(text=""))
     with pytest.raises(RuntimeError):
         cv._background(paths, ["gnt-cluster", "verify"], settings, print)
     cache = cv.read_cache(paths.cache)

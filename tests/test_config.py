@@ -3,7 +3,9 @@
 import pytest
 from hypothesis import assume, example, given, settings, strategies as st
 
-from ganeti_cmk.config import Config, format_duration, parse_duration, parse_ini
+from ganeti_cmk.checks import NAMES, all_defaults
+from ganeti_cmk.config import Config, parse_duration, parse_ini
+from ganeti_cmk.words import format_duration
 
 
 def test_missing_file_gives_defaults(tmp_path):
@@ -56,18 +58,36 @@ def test_unreadable_file_is_a_problem_not_a_crash(tmp_path):
     assert "cannot read" in c.problems[0]
 
 
-def test_bool_int_list():
-    c = Config(text="[ganeti]\nnode_name = Node1.Example.COM.\n")
-    assert c.node_name() == "node1.example.com"
-    from ganeti_cmk import config
-    config.DEFAULTS.setdefault("test_only", {}).update(flag="no", count="3", words="a b")
-    try:
-        t = Config(text="[test_only]\nflag = yes\ncount = x\nwords = a, b c\n")
-        assert t.get_bool("test_only", "flag") is True
-        assert t.get_int("test_only", "count") == 3 and "not a whole number" in t.problems[0]
-        assert t.get_list("test_only", "words") == ["a", "b", "c"]
-    finally:
-        del config.DEFAULTS["test_only"]
+def test_bool_number_choice_list():
+    from ganeti_cmk.ganeti import node_name
+    assert node_name("Node1.Example.COM.", "/nonexistent") == "node1.example.com"
+    defaults = {"test_only": {"flag": "no", "count": "3", "ratio": "0.5",
+                              "mode": "on", "words": "a b"}}
+    t = Config(text="[test_only]\nflag = yes\ncount = x\nratio = nan\n"
+               "mode = maybe\nwords = a, b c\n", defaults=defaults)
+    assert t.get_bool("test_only", "flag") is True
+    assert t.get_number("test_only", "count", integer=True) == 3
+    assert "not a whole number" in t.problems[0]
+    assert t.get_number("test_only", "ratio", minimum=0) == 0.5
+    assert "[test_only] ratio: 'nan' is not a number >= 0" in t.problems[1]
+    assert t.get_choice("test_only", "mode", ("on", "off", "any")) == "on"
+    assert "one of on, off, any" in t.problems[2]
+    assert t.get_list("test_only", "words") == ["a", "b", "c"]
+
+
+def test_unknown_section_is_reported_like_an_unknown_key():
+    c = Config(text="[kvm_binray]\nwarn_after = 1h\n[kvm_binary]\n", sections=NAMES)
+    assert c.problems == ["[kvm_binray]: unknown section, ignored"]
+    assert Config(text="[kvm_binary]\n[drbd_typo]\n", sections=NAMES).problems == [
+        "[drbd_typo]: unknown section, ignored"]
+
+
+def test_every_check_keeps_its_keys_in_its_own_section():
+    from ganeti_cmk.checks import load_all
+    for check in load_all():
+        assert check.section == check.module
+        assert check.name == "ganeti_" + check.module
+        assert all(value == value.strip() for value in check.defaults.values())
 
 
 def test_durations():
@@ -89,7 +109,7 @@ def test_example_config_shows_every_key_with_its_default():
     import os
     import re
     from support import ROOT
-    from ganeti_cmk.config import DEFAULTS
+    DEFAULTS = all_defaults()
     with open(os.path.join(ROOT, "mkp", "ganeti_cmk.cfg.example")) as f:
         text = f.read()
     shown = {}
@@ -103,19 +123,22 @@ def test_example_config_shows_every_key_with_its_default():
             shown[(section, m.group(1))] = m.group(2)
     expected = {(s, k): v for s, keys in DEFAULTS.items() for k, v in keys.items()}
     assert shown == expected
-    uncommented = Config(text=re.sub(r"(?m)^#(\w+ =)", r"\1", text))
+    uncommented = Config(text=re.sub(r"(?m)^#(\w+ =)", r"\1", text), defaults=DEFAULTS,
+                         sections=NAMES)
     for section, key in expected:
         uncommented._raw(section, key)
     assert uncommented.problems == []
 
 
-def test_readme_documents_every_key():
+def test_docs_document_every_key():
+    import glob
     import os
     from support import ROOT
-    from ganeti_cmk.config import DEFAULTS
-    with open(os.path.join(ROOT, "README.md")) as f:
-        readme = f.read()
-    for section, keys in DEFAULTS.items():
+    readme = ""
+    for path in [os.path.join(ROOT, "README.md")] + glob.glob(os.path.join(ROOT, "docs", "*.md")):
+        with open(path) as f:
+            readme += f.read()
+    for section, keys in all_defaults().items():
         for key in keys:
             assert "| `%s` | `%s` |" % (section, key) in readme, (section, key)
 

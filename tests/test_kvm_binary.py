@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from support import (ROOT, SYSTEM_PYTHON, as_nobody, assert_valid_output, needs_root, run_agent,
+from support import (SYSTEM_PYTHON, as_nobody, assert_valid_output, check_command, needs_root, run_agent,
                      run_script)
 from ganeti_cmk import procfs
 from ganeti_cmk.checks import kvm_binary
@@ -42,7 +42,7 @@ def probe(node, **kwargs):
     """The probe in this process, with the test's process names."""
     cache = VersionCache(node.state_dir)
     return kvm_binary.probe(PROC, node.run_dir, kwargs.pop("kvm_path", None),
-                            kvm_binary.names_matcher([NAMES]), cache, **kwargs)
+                            procfs.names_matcher([NAMES]), cache, **kwargs)
 
 
 def test_no_qemu_processes(node, tmp_path):
@@ -428,17 +428,16 @@ def test_started_through_a_symlink_is_found_by_the_real_name(node, doubles, tmp_
 
 
 def test_default_process_names():
-    from ganeti_cmk.config import DEFAULTS
-    matches = kvm_binary.names_matcher(DEFAULTS["kvm_binary"]["process_names"].split())
+    matches = procfs.names_matcher(kvm_binary.DEFAULTS["process_names"].split())
     assert all(matches(n) for n in ("qemu-system-x86_64", "qemu-system-x86", "kvm",
                                     "qemu-kvm", "qemu-system-aarch64"))
     assert not any(matches(n) for n in ("kvm-pit/1234", "kvm.real", "qemu-img",
                                         "kvm-nx-lpage-re", "sleep"))
-    assert not kvm_binary.names_matcher([])("kvm")
+    assert not procfs.names_matcher([])("kvm")
 
 
 def test_other_shell_patterns():
-    matches = kvm_binary.names_matcher(["qemu-system-x86_6?", "[kq]vm", "*-kvm-*"])
+    matches = procfs.names_matcher(["qemu-system-x86_6?", "[kq]vm", "*-kvm-*"])
     assert all(matches(n) for n in ("qemu-system-x86_64", "kvm", "qvm", "my-kvm-1"))
     assert not any(matches(n) for n in ("qemu-system-x86_640", "xvm", "kvm-1"))
 
@@ -513,7 +512,7 @@ def test_hidden_processes_are_unknown_not_ok(public_dir):
 
     def look():
         found = kvm_binary.probe(proc, os.path.join(public_dir, "run"), None,
-                                 kvm_binary.names_matcher([NAMES]), VersionCache(None))
+                                 procfs.names_matcher([NAMES]), VersionCache(None))
         result = kvm_binary.evaluate(found, 0, 1, time.time())
         assert result.state == UNKNOWN
         assert result.summary == ("cannot see other users' processes (%s is mounted "
@@ -535,8 +534,8 @@ def check_as_nobody_with_hidepid(node, directory, hidepid):
     script = ('mount -t proc -o hidepid=%d proc "$1" || exit 77; shift; exec "$@"' % hidepid)
     result = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", proc,
-         "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SYSTEM_PYTHON,
-         os.path.join(ROOT, "checks", "ganeti_kvm_binary")],
+         "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        + check_command("ganeti_kvm_binary", SYSTEM_PYTHON),
         env={"PATH": "/usr/bin:/bin", "MK_CONFDIR": etc, "MK_VARDIR": etc},
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         universal_newlines=True, timeout=60)
@@ -756,13 +755,13 @@ def test_one_version_read_per_binary(node, doubles):
         node.start("inst%d" % i)
     install(doubles["new"], node.binary())
     cache = VersionCache(node.state_dir)
-    found = kvm_binary.probe(PROC, node.run_dir, None, kvm_binary.names_matcher([NAMES]),
+    found = kvm_binary.probe(PROC, node.run_dir, None, procfs.names_matcher([NAMES]),
                              cache)
     assert [p.replaced for p in found.processes] == [True] * 5
     assert cache.reads == 2  # the running old binary and the installed new one
     cache.save()
     cache = VersionCache(node.state_dir)
-    kvm_binary.probe(PROC, node.run_dir, None, kvm_binary.names_matcher([NAMES]), cache)
+    kvm_binary.probe(PROC, node.run_dir, None, procfs.names_matcher([NAMES]), cache)
     assert cache.reads == 0
 
 

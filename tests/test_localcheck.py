@@ -115,6 +115,6 @@ def test_many_details_are_capped():
 
 
 def test_plural():
-    from ganeti_cmk.localcheck import plural
+    from ganeti_cmk.words import plural
     assert plural(1, "error") == "1 error" and plural(0, "error") == "0 errors"
     assert plural(2, "qemu process", "qemu processes") == "2 qemu processes"

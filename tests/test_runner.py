@@ -15,8 +15,8 @@ def make_check(run):
 
 
 def agent_output(check, capsys, monkeypatch, config_text="", argv=()):
-    monkeypatch.setattr("ganeti_cmk.runner.Config",
-                        lambda path=None: Config(path, text=config_text))
+    monkeypatch.setattr(Check, "config",
+                        lambda self, path=None: Config(path, text=config_text))
     code = main(check, list(argv))
     out = capsys.readouterr()
     return code, out.out, out.err
@@ -36,7 +36,7 @@ def test_exception_becomes_one_unknown_line(capsys, monkeypatch):
 def test_debug_reraises(capsys, monkeypatch):
     def boom(ctx):
         raise KeyError("pid")
-    monkeypatch.setattr("ganeti_cmk.runner.Config", lambda path=None: Config(path, text=""))
+    monkeypatch.setattr(Check, "config", lambda self, path=None: Config(path, text=""))
     with pytest.raises(KeyError):
         main(make_check(boom), ["--debug"])
 

@@ -8,7 +8,8 @@ import signal
 
 import pytest
 
-from ganeti_cmk.statefile import read_bounded, write_atomically
+from ganeti_cmk.safefile import read_file as read_bounded
+from ganeti_cmk.statefile import write_atomically
 
 
 def test_creates_the_directory_and_replaces_the_file(tmp_path):

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Build the self-contained checks and the Checkmk .mkp (stdlib only).
 
-    tools/build.py local OUTDIR   one executable zipapp per checks/ganeti_*
+    tools/build.py local OUTDIR   one executable zipapp per registered check
     tools/build.py mkp OUTDIR     OUTDIR/<name>-<version>.mkp
 
-A built check is `#!/usr/bin/env python3` followed by a zip holding the
-library (lib/ganeti_cmk/**.py) and __main__.py, the entry script without
-its sys.path line.  It needs nothing but python3 3.9+, wherever it is
+The checks are those of the registry (lib/ganeti_cmk/checks/__init__.py,
+NAMES): check `kvm_binary` becomes the executable `ganeti_kvm_binary`.  A
+built check is `#!/usr/bin/env python3` followed by a zip holding the
+library (lib/ganeti_cmk/**.py) and a __main__.py that runs that check.  It needs nothing but python3 3.9+, wherever it is
 copied to.  Next to every module sits its bytecode (module.pyc, checked
 hash-based) from the python3 that runs this build: a node with the same
 Python minor version skips compiling at every start, any other Python
@@ -20,7 +21,6 @@ PYTHONHASHSEED=0 while compiling (set constants).
 """
 
 import ast
-import glob
 import gzip
 import importlib.util
 import io
@@ -51,9 +51,26 @@ def version():
         return re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
 
 
-def entry_scripts():
-    """The checks: checks/ganeti_*, sorted."""
-    return sorted(glob.glob(os.path.join(ROOT, "checks", "ganeti_*")))
+def registry():
+    """The registered checks' CHECK objects, in order."""
+    lib = os.path.join(ROOT, "lib")
+    if lib not in sys.path:
+        sys.path.insert(0, lib)
+    from ganeti_cmk.checks import load_all
+    return load_all()
+
+
+# The built check's __main__.py; an agent must still get a valid line when
+# the library cannot be loaded (a Python too old, a damaged file).
+MAIN = """import sys
+try:
+    from ganeti_cmk.runner import main
+    from ganeti_cmk.checks.%(module)s import CHECK
+except Exception as e:
+    print(%(broken)r %% type(e).__name__)
+    sys.exit(0)
+sys.exit(main(CHECK))
+"""
 
 
 def library_files():
@@ -83,13 +100,12 @@ def source_date_epoch():
         return 0
 
 
-def main_module(entry):
-    """The entry script as __main__.py: its sys.path line would point into
-    the zip's parent directory, so it goes; the rest is kept as it is."""
-    with open(entry, encoding="utf-8") as f:
-        lines = f.readlines()
-    return "".join(line for line in lines
-                   if not line.startswith("sys.path.insert("))
+def main_module(check):
+    """The __main__.py of one built check."""
+    from ganeti_cmk.localcheck import UNKNOWN, Result, render_line
+    broken = render_line(Result(UNKNOWN, check.service, "cannot load "
+                                "ganeti_cmk (%s): reinstall the check"))
+    return MAIN % {"module": check.module, "broken": broken}
 
 
 def bytecode(source, arcname):
@@ -99,10 +115,10 @@ def bytecode(source, arcname):
             + importlib.util.source_hash(source) + marshal.dumps(code))
 
 
-def zipapp(entry, epoch):
+def zipapp(check, epoch):
     """The executable bytes of one built check."""
     date_time = time.gmtime(max(epoch, 315532800))[:6]  # zip starts in 1980
-    sources = [("__main__.py", main_module(entry).encode("utf-8"))]
+    sources = [("__main__.py", main_module(check).encode("utf-8"))]
     for arcname, path in library_files():
         with open(path, "rb") as f:
             sources.append((arcname, f.read()))
@@ -124,9 +140,9 @@ def build_local(outdir, epoch):
     """Write every built check into outdir; return their paths."""
     os.makedirs(outdir, exist_ok=True)
     written = []
-    for entry in entry_scripts():
-        path = os.path.join(outdir, os.path.basename(entry))
-        _write(path, zipapp(entry, epoch), 0o755)
+    for check in registry():
+        path = os.path.join(outdir, check.name)
+        _write(path, zipapp(check, epoch), 0o755)
         written.append(path)
     return written
 
@@ -166,12 +182,13 @@ def mkp_bytes(epoch):
     info = manifest_template()
     base = "custom/%s/lib/" % info["name"]
     agents = []
-    for entry in entry_scripts():
-        agents.append((base + "local/" + os.path.basename(entry),
-                       zipapp(entry, epoch), 0o755))
+    for check in registry():
+        agents.append((base + "local/" + check.name, zipapp(check, epoch), 0o755))
     with open(os.path.join(ROOT, "mkp", "ganeti_cmk.cfg.example"), "rb") as f:
         agents.append((base + "ganeti_cmk.cfg.example", f.read(), 0o644))
     agents.sort()
+    info["description"] = info["description"].replace("{services}", ", ".join(
+        "'%s' (%s)" % (check.service, check.name) for check in registry()))
     info["version"] = version()
     info["files"] = {"agents": [name for name, _, _ in agents]}
     if "/" in info["version"]:

@@ -1,14 +1,16 @@
-"""`ganeti-cmk status`: every check in one process, for a quick look."""
+"""The `ganeti-cmk` command: `status` (every check in one process, for a
+quick look), `run CHECK` (one check, with the check's own options) and
+`checks` (the registry).  `python3 -m ganeti_cmk` is the same command."""
 
 import json
 import sys
 
 from . import __version__
-from .checks import load_all
-from .config import Config
+from .checks import NAMES, load, load_all
 from .human import render_human
 from .localcheck import OK, Result, render_local, render_nagios, sanitize, worst
 from .runner import Context, add_common_arguments, run_check
+from .runner import main as run_main
 
 
 def parse_args(argv):
@@ -27,6 +29,11 @@ def parse_args(argv):
     status.add_argument("--format", choices=("human", "local", "nagios", "json"),
                         default="human", help="output format (default: human)")
     sub.add_parser("checks", help="list the checks and their services")
+    run = sub.add_parser("run", help="run one check (add --help after its "
+                         "name for its options)", add_help=False)
+    run.add_argument("check", choices=NAMES + tuple("ganeti_" + n for n in NAMES),
+                     metavar="CHECK", help="one of: %s" % ", ".join(NAMES))
+    run.add_argument("options", nargs="...", help="the check's options")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -38,8 +45,8 @@ def status(args):
     results, skipped = [], []
     for check in load_all():
         # a Config each: a check shows only the problems of keys it read
-        ctx = Context(Config(args.config), args, verbose=args.verbose,
-                      agent=False, debug=args.debug)
+        ctx = Context(check.config(args.config), args, verbose=args.verbose,
+                      debug=args.debug)
         found = run_check(check, ctx)
         if found is None:
             skipped.append((check, ctx.not_applicable))
@@ -69,6 +76,8 @@ def status(args):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "run":
+        return run_main(load(args.check), args.options)
     if args.command == "checks":
         for check in load_all():
             print("%-24s %-22s %s" % (check.name, check.service, check.description))

@@ -2,13 +2,15 @@
 
 A missing file means defaults.  A bad value never crashes: the getter returns
 the default and records a problem ("[kvm_binary] crit_after: 'x' is not a
-duration, using 7d"), which the runner shows in the check's output.
+duration, using 7d"), which the runner shows in the check's output.  The
+shared sections' defaults are here; each check brings its own section's
+(`Check.defaults`).  A leaf module: it imports nothing of the project.
 """
 
 import os
 
-# Every key the suite knows, with its default (as it would be written in the
-# file).  The README documents each; `ganeti_cmk.cfg.example` shows each.
+# The keys every check shares, with their defaults (as written in the file).
+# The README documents each; `ganeti_cmk.cfg.example` shows each.
 DEFAULTS = {
     "general": {
         "deadline": "30s",
@@ -28,24 +30,8 @@ DEFAULTS = {
     "ganeti": {
         "node_name": "",
     },
-    "kvm_binary": {
-        "warn_after": "0",
-        "crit_after": "7d",
-        "process_names": "qemu-system-* kvm qemu-kvm",
-        "kvm_path": "/usr/bin/kvm",
-        "check_libraries": "no",
-    },
-    "cluster_verify": {
-        "max_age": "10m",
-        "stale_after": "30m",
-        "timeout": "10m",
-        "extra_args": "",
-        "severity": "",
-        "ignore_codes": "",
-        "ignore_items": "",
-        "piggyback": "no",
-    },
 }
+MAX_CONFIG = 1 << 20  # bytes: a config file is a few kB
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 TRUE_WORDS = {"1", "yes", "true", "on"}
@@ -88,17 +74,6 @@ def parse_duration(text):
     if not text or number or total > MAX_DURATION:
         raise ValueError(text)
     return total
-
-
-def format_duration(seconds):
-    """Seconds as a short human duration: '45 s', '12 min', '2 h', '3 d'."""
-    seconds = float(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if abs(seconds) >= size:
-            value = seconds / size
-            return ("%.0f %s" if value >= 10 or value == int(value)
-                    else "%.1f %s") % (value, unit)
-    return "%.0f s" % seconds
 
 
 COMMENT_PREFIXES = ("#", ";")
@@ -174,24 +149,43 @@ def parse_ini(text):
 
 
 class Config:
-    """Typed, forgiving access to the INI file, with problems recorded."""
+    """Typed, forgiving access to the INI file, with problems recorded.
 
-    def __init__(self, path=None, text=None):
+    `defaults` are {section: {key: default}} of the keys the running check
+    knows (DEFAULTS plus its own); `sections` names every section of the
+    suite, so a section no check knows is reported as a typo.
+    """
+
+    def __init__(self, path=None, text=None, defaults=None, sections=None):
         self.path = path or default_path()
+        self.defaults = DEFAULTS if defaults is None else defaults
         self.problems = []
         self._sections = {}
         self._checked = set()
         if text is None:
-            try:
-                with open(self.path, encoding="utf-8", errors="replace") as f:
-                    text = f.read()
-            except FileNotFoundError:
-                text = None
-            except OSError as e:
-                self.problems.append("cannot read %s (%s), using defaults"
-                                     % (self.path, e.strerror or e))
+            text = self._read()
         if text is not None:
             self._parse(text)
+        known = set(self.defaults) | set(sections or ())
+        for name in sorted(set(self._sections) - known):
+            self.problem("[%s]: unknown section, ignored" % name)
+
+    def _read(self):
+        """The file's text, None when there is none or it is refused.
+
+        Read as every file the checks did not write: a link only if root
+        owns it, never a FIFO or device, never more than MAX_CONFIG bytes,
+        owned by root (or the user the check runs as).
+        """
+        from .safefile import describe, read_file  # safefile imports no project module
+        try:
+            data = read_file(self.path, MAX_CONFIG, follow_trusted_links=True)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            self.problems.append("cannot read %s, using defaults" % describe(e))
+            return None
+        return data.decode("utf-8", "replace")
 
     def _parse(self, text):
         try:
@@ -208,10 +202,10 @@ class Config:
     def _raw(self, section, key):
         if section not in self._checked:
             self._checked.add(section)
-            known = DEFAULTS.get(section, {})
+            known = self.defaults.get(section, {})
             for unknown in sorted(set(self._sections.get(section, ())) - set(known)):
                 self.problem("[%s] %s: unknown key, ignored" % (section, unknown))
-        default = DEFAULTS[section][key]
+        default = self.defaults[section][key]
         value = self._sections.get(section, {}).get(key)
         return default, value
 
@@ -238,13 +232,17 @@ class Config:
             return os.path.normpath(value)
         return self._typed(section, key, convert, "an absolute path")
 
-    def get_int(self, section, key, minimum=None):
+    def get_number(self, section, key, minimum=None, integer=False):
+        """A number (a whole one with `integer`), at least `minimum`."""
         def convert(value):
-            number = int(value.strip())
-            if minimum is not None and number < minimum:
+            number = int(value.strip()) if integer else float(value.strip())
+            if number != number or number in (float("inf"), float("-inf")) \
+                    or (minimum is not None and number < minimum):
                 raise ValueError(value)
             return number
-        kind = "a whole number" + (" >= %d" % minimum if minimum is not None else "")
+        kind = "a whole number" if integer else "a number"
+        if minimum is not None:
+            kind += " >= %s" % minimum
         return self._typed(section, key, convert, kind)
 
     def get_duration(self, section, key, minimum=0):
@@ -266,15 +264,16 @@ class Config:
             raise ValueError(value)
         return self._typed(section, key, convert, "yes or no")
 
+    def get_choice(self, section, key, choices):
+        """One of the words in `choices`."""
+        def convert(value):
+            word = value.strip().lower()
+            if word not in choices:
+                raise ValueError(value)
+            return word
+        return self._typed(section, key, convert, "one of " + ", ".join(choices))
+
     def get_list(self, section, key):
         """Whitespace- or comma-separated words."""
         return self._typed(section, key,
                            lambda v: v.replace(",", " ").split(), "a list")
-
-    def node_name(self):
-        """`[ganeti] node_name`, else the lower-cased FQDN as Ganeti sees it."""
-        name = self.get_str("ganeti", "node_name")
-        if not name:
-            from .ganeti import fqdn
-            name = fqdn(self.get_path("paths", "state_dir"))
-        return name.lower().rstrip(".")

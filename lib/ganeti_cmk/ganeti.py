@@ -7,7 +7,8 @@ reads (`[paths] ganeti_data_dir`, `ganeti_run_dir`) so tests can use fakes.
 import os
 import time
 
-from .statefile import read_bounded
+from .localcheck import NotApplicable
+from .safefile import read_file as read_bounded
 
 # Roles, worded to follow "this node is ...".
 MASTER = "the master"
@@ -51,6 +52,12 @@ def fqdn(state_dir, now=None):
     except OSError:
         pass  # not root, or no state dir: look it up again next time
     return name
+
+
+def node_name(configured, state_dir):
+    """This node's name as Ganeti knows it: `[ganeti] node_name`, else the
+    lower-cased FQDN (looked up as Ganeti does, remembered in state_dir)."""
+    return (configured or fqdn(state_dir)).lower().rstrip(".")
 
 
 def read_ssconf(data_dir, key):
@@ -118,6 +125,23 @@ def node_role(data_dir, node_name):
         role.role = OFFLINE
     elif node in [n.lower() for n in read_ssconf_list(data_dir, "master_candidates")]:
         role.role = CANDIDATE
+    return role
+
+
+def require_master(data_dir, node_name, what="the check runs"):
+    """The NodeRole of the master; NotApplicable on any other node.
+
+    The gate of every master-only check: the service lives on the master
+    and follows it after a failover.
+    """
+    role = node_role(data_dir, node_name)
+    if role.role == NOT_IN_CLUSTER:
+        raise NotApplicable("this node is not in a Ganeti cluster (no %s)"
+                            % os.path.join(data_dir, "ssconf_master_node"))
+    if not role.is_master:
+        raise NotApplicable("%s is %s; %s on the master %s, where the "
+                            "service lives" % (role.node, role.role, what,
+                                               role.master))
     return role
 
 

@@ -7,8 +7,8 @@ no input can start a second line or fake a service.
 """
 
 __all__ = ["State", "OK", "WARN", "CRIT", "UNKNOWN", "Metric", "Result",
-           "NotApplicable", "plural", "worst", "sanitize", "render_local", "valid_host",
-           "render_nagios", "format_number"]
+           "Problem", "NotApplicable", "worst", "sanitize", "render_local",
+           "valid_host", "render_nagios", "format_number"]
 
 
 class State(int):
@@ -63,14 +63,28 @@ class State(int):
 OK, WARN, CRIT, UNKNOWN = State(0), State(1), State(2), State(3)
 
 
-def plural(count, one, many=None):
-    """'1 error', '2 errors'; `many` for irregular words ('2 processes')."""
-    return "%d %s" % (count, one if count == 1 else many or one + "s")
-
-
 def worst(states, default=OK):
     """The worst of `states` in Checkmk's order (CRIT beats UNKNOWN)."""
     return max((State(s) for s in states), key=lambda s: s.rank, default=default)
+
+
+class Problem:
+    """Something wrong that a check reports: a State and what to say."""
+
+    __slots__ = ("state", "text")
+
+    def __init__(self, state, text):
+        self.state = State(state)
+        self.text = text
+
+    def __iter__(self):  # state, text = problem
+        return iter((self.state, self.text))
+
+    def __eq__(self, other):
+        return isinstance(other, Problem) and tuple(self) == tuple(other)
+
+    def __repr__(self):
+        return "Problem(%s, %r)" % (self.state.name, self.text)
 
 
 class NotApplicable(Exception):

@@ -259,3 +259,30 @@ def mapped_stat(proc, pid, addresses):
         return os.stat("%s/%d/map_files/%s" % (proc, pid, addresses))
     except _GONE:
         return None
+
+
+def names_matcher(patterns):
+    """A match function for executable names from shell patterns.
+
+    Plain names and `prefix*` (all the defaults) are matched without
+    fnmatch, which would import re and cost start-up time every minute.
+    """
+    exact, prefixes, others = set(), [], []
+    for pattern in patterns:
+        if not any(c in pattern for c in "*?["):
+            exact.add(pattern)
+        elif pattern.endswith("*") and not any(c in pattern[:-1] for c in "*?["):
+            prefixes.append(pattern[:-1])
+        else:
+            others.append(pattern)
+    prefixes = tuple(prefixes)
+    regex = None
+    if others:
+        import fnmatch
+        import re
+        regex = re.compile("|".join(fnmatch.translate(p) for p in others)).match
+
+    def matches(name):
+        return (name in exact or name.startswith(prefixes)
+                or (regex is not None and regex(name) is not None))
+    return matches

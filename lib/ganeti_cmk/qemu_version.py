@@ -11,7 +11,8 @@ run none.  A binary without the literal has version None ("unknown").
 import os
 import stat
 
-from .statefile import read_bounded, write_atomically
+from .safefile import read_file
+from .statefile import write_atomically
 
 MARKER = b"QEMU emulator version "
 _VERSION = (rb"QEMU emulator version ([0-9][0-9A-Za-z.+~_-]{0,40})"
@@ -109,7 +110,7 @@ class VersionCache:
         if not self.path:
             return entries
         try:
-            text = read_bounded(self.path, CACHE_MAX).decode("utf-8", "replace")
+            text = read_file(self.path, CACHE_MAX).decode("utf-8", "replace")
         except FileNotFoundError:
             return entries
         except OSError as e:

@@ -7,7 +7,6 @@ with the worst state; `--human` prints a readable table.
 """
 
 import sys
-import time
 
 try:  # the C module: `signal` itself imports enum, which costs start-up time
     import _signal as signal
@@ -15,26 +14,43 @@ except ImportError:  # pragma: no cover - other Python implementations
     import signal
 
 from . import __version__
-from .config import Config, format_duration
-from .localcheck import (UNKNOWN, WARN, NotApplicable, Result, render_local,
-                         render_nagios, worst)
+from .config import DEFAULTS, Config, parse_duration
+from .localcheck import (MAX_TEXT, UNKNOWN, WARN, NotApplicable, Result,
+                         render_local, render_nagios, worst)
+from .words import format_duration
 
 
 class Check:
     """What a check module exports as CHECK.
 
-    `run(ctx)` returns a list of Results (or raises NotApplicable);
-    `add_arguments(parser)` adds check-specific options.
+    `module` is the module's name ('kvm_binary'): the executable is
+    `ganeti_<module>` and its config section `[<module>]`, whose keys and
+    defaults are `defaults`.  `settings(config)` turns the config into the
+    check's typed settings once per run (ctx.settings); `run(ctx)` returns
+    a list of Results (or raises NotApplicable); `add_arguments(parser)`
+    adds check-specific options.
     """
 
-    def __init__(self, name, service, description, run, add_arguments=None,
-                 epilog=""):
-        self.name = name
+    def __init__(self, module, service, description, run, settings=None,
+                 defaults=None, add_arguments=None, epilog=""):
+        self.module = module
+        self.name = "ganeti_" + module
+        self.section = module
         self.service = service
         self.description = description
         self.run = run
+        self.settings = settings
+        self.defaults = defaults or {}
         self.add_arguments = add_arguments
         self.epilog = epilog
+
+    def config(self, path=None, text=None):
+        """The Config as this check reads it: the shared keys and its own."""
+        from .checks import NAMES
+        defaults = dict(DEFAULTS)
+        if self.defaults:
+            defaults[self.section] = self.defaults
+        return Config(path, text, defaults, NAMES)
 
 
 class DeadlineExceeded(Exception):
@@ -42,13 +58,13 @@ class DeadlineExceeded(Exception):
 
 
 class Context:
-    """What a check gets: the config, the options, a logger, the mode."""
+    """What a check gets: the config, its settings, the options, a logger."""
 
-    def __init__(self, config, args=None, verbose=0, agent=True, debug=False):
+    def __init__(self, config, args=None, verbose=0, debug=False):
         self.config = config
+        self.settings = None
         self.args = args
         self.verbose = verbose
-        self.agent = agent
         self.debug = debug
         self.not_applicable = None  # why the check has nothing to do here
 
@@ -60,6 +76,16 @@ class Context:
 
 def _on_alarm(signum, frame):
     raise DeadlineExceeded()
+
+
+DEFAULT_DEADLINE = parse_duration(DEFAULTS["general"]["deadline"])
+
+
+def arm_deadline(seconds):
+    """(Re)arm the deadline `seconds` from now (0 disarms it)."""
+    if hasattr(signal, "setitimer"):
+        signal.signal(signal.SIGALRM, _on_alarm if seconds else signal.SIG_DFL)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
 
 
 def extend_deadline(seconds):
@@ -79,11 +105,10 @@ def run_check(check, ctx):
     reason is then in ctx.not_applicable).
     """
     deadline = ctx.config.get_duration("general", "deadline", minimum=1)
-    use_alarm = hasattr(signal, "SIGALRM")
-    if use_alarm:
-        previous = signal.signal(signal.SIGALRM, _on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, deadline)
+    arm_deadline(deadline)
     try:
+        if check.settings is not None:
+            ctx.settings = check.settings(ctx.config)
         results = list(check.run(ctx))
     except NotApplicable as e:
         ctx.not_applicable = str(e)
@@ -105,21 +130,49 @@ def run_check(check, ctx):
                           "check failed: %s: %s (run %s --debug for the "
                           "traceback)" % (type(e).__name__, e, check.name))]
     finally:
-        if use_alarm:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
-    return _with_config_problems(results, ctx.config)
+        arm_deadline(0)
+    return _with_config_problems(unique(results), ctx.config)
+
+
+def unique(results):
+    """The Results with every (host, service) once: Checkmk would silently
+    keep only the last line of a name.  A repeat is a bug in the check; it
+    is folded into the first, which takes the worse state and says so."""
+    seen, kept = {}, []
+    for r in results:
+        key = (r.host and r.host.lower(), r.service)
+        first = seen.get(key)
+        if first is None:
+            seen[key] = r
+            kept.append(r)
+            continue
+        first.state = worst([first.state, r.state])
+        first.details.append("another result for this service (a bug, please "
+                             "report it): %s %s" % (r.state.name, r.summary))
+    return kept
+
+
+CONFIG_NOTE = " (config problem, see details)"
 
 
 def _with_config_problems(results, config):
-    """Make bad config values visible: at least WARN, and say which key."""
+    """Make bad config values visible: at least WARN, and say which key.
+
+    The problems go into the summary when they fit, else a short note
+    there and the problems first in the details: checks fit their
+    summaries to words.SUMMARY_MAX, which leaves room for that note.
+    """
     if not config.problems:
         return results
     note = "config problem: " + "; ".join(config.problems)
     for r in results:
         if r.host is None:
             r.state = worst([r.state, WARN])
-            r.summary = "%s (%s)" % (r.summary, note)
+            if len(r.summary) + len(note) + 3 <= MAX_TEXT:
+                r.summary = "%s (%s)" % (r.summary, note)
+            else:
+                r.summary += CONFIG_NOTE
+                r.details.insert(0, note)
     return results
 
 
@@ -161,12 +214,11 @@ def main(check, argv=None):
         args = parse_args(check, argv)
     else:  # the agent's call: skip argparse, it costs start-up time
         args = None
-    agent = not (args and (args.nagios or args.human))
     debug = bool(args and args.debug)
     try:
-        ctx = Context(Config(args and args.config), args,
-                      verbose=args.verbose if args else 0, agent=agent,
-                      debug=debug)
+        arm_deadline(DEFAULT_DEADLINE)  # reading the config is covered too
+        ctx = Context(check.config(args and args.config), args,
+                      verbose=args.verbose if args else 0, debug=debug)
         results = run_check(check, ctx)
         if results is None:  # stdout stays empty; the agent discards stderr
             sys.stderr.write("%s: %s\n" % (check.service, ctx.not_applicable))

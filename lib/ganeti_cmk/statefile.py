@@ -1,8 +1,7 @@
-"""Files the checks keep and read: replaced atomically, read defensively."""
+"""Files the checks keep in state_dir: replaced atomically (read them back
+with safefile.read_file)."""
 
-import errno
 import os
-import stat
 
 
 def write_atomically(path, text):
@@ -26,27 +25,3 @@ def write_atomically(path, text):
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
-
-
-def read_bounded(path, limit):
-    """The bytes of the regular file `path`, which may hold at most `limit`.
-
-    For files another process (or user) may have put in our way: a symlink
-    is not followed (ELOOP), a FIFO or device is opened without blocking
-    and refused, and a longer file is refused rather than read or cut
-    (EFBIG).  OSError (a PermissionError too) propagates.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", path)
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, limit + 1 - size)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-            size += len(chunk)
-        raise OSError(errno.EFBIG, "longer than %d bytes" % limit, path)
-    finally:
-        os.close(fd)

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from support import ROOT, SYSTEM_PYTHON, assert_valid_output
+from support import ROOT, SYSTEM_PYTHON, assert_valid_output, check_command
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 IN_NS = os.path.join(HERE, "in-ns")
@@ -93,7 +93,6 @@ class CheckRunner:
         return assert_valid_output(proc.stdout)[None]
 
     def __call__(self, name, *args, sections=None):
-        """checks/<name> --config <tmp config> ARGS with the node's python3."""
-        script = os.path.join(ROOT, "checks", name)
-        return self.run_path([SYSTEM_PYTHON, script, "--config", self.config(sections)]
-                             + list(args))
+        """Check <name> --config <tmp config> ARGS with the node's python3."""
+        return self.run_path(check_command(name, SYSTEM_PYTHON)
+                             + ["--config", self.config(sections)] + list(args))

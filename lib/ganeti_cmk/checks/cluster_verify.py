@@ -22,11 +22,11 @@ import sys
 import time
 
 from .. import ganeti, verify
-from ..config import format_duration
 from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable,
-                          Result, State, plural, sanitize, valid_host, worst)
+                          Result, State, sanitize, valid_host, worst)
 from ..runner import Check, extend_deadline
 from ..statefile import write_atomically
+from ..words import format_duration, plural
 
 SERVICE = "Ganeti verify"
 SECTION = "cluster_verify"
@@ -70,13 +70,31 @@ FAILURES = {
 }
 
 
-class Settings:
-    """`[cluster_verify]` as typed values; bad entries become config problems."""
+DEFAULTS = {
+    "max_age": "10m",
+    "stale_after": "30m",
+    "timeout": "10m",
+    "extra_args": "",
+    "severity": "",
+    "ignore_codes": "",
+    "ignore_items": "",
+    "piggyback": "no",
+}
 
-    __slots__ = ("max_age", "stale_after", "timeout", "extra_args", "severity",
-                 "ignore_codes", "ignore_items", "piggyback")
+
+class Settings:
+    """`[cluster_verify]` and the paths as typed values; bad entries become
+    config problems."""
 
     def __init__(self, config):
+        self.data_dir = config.get_path("paths", "ganeti_data_dir")
+        self.gnt_cluster = config.get_path("paths", "gnt_cluster")
+        self.state_dir = config.get_path("paths", "state_dir")
+        self.gnt_job = config.get_path("paths", "gnt_job")
+        self.node_name = config.get_str("ganeti", "node_name")
+        self.systemd_run = config.get_path("paths", "systemd_run")
+        self.systemd_system_dir = config.get_path("paths", "systemd_system_dir")
+        self.config_path = config.path
         self.max_age = config.get_duration(SECTION, "max_age")
         self.stale_after = config.get_duration(SECTION, "stale_after", minimum=1)
         self.timeout = config.get_duration(SECTION, "timeout", minimum=1)
@@ -480,12 +498,11 @@ def spawn_refresh(config_path, systemd_run=None):
                       SUMMARY_TEXT)))
 
 
-def _systemd_run(config):
+def _systemd_run(settings):
     """`[paths] systemd_run` when systemd runs this machine, else None."""
-    systemd_run = config.get_path("paths", "systemd_run")
-    if (os.path.isdir(config.get_path("paths", "systemd_system_dir"))
-            and os.access(systemd_run, os.X_OK)):
-        return systemd_run
+    if (os.path.isdir(settings.systemd_system_dir)
+            and os.access(settings.systemd_run, os.X_OK)):
+        return settings.systemd_run
     return None
 
 
@@ -519,7 +536,7 @@ def _when(age):
     return "ran %s ago" % format_duration(max(0.0, age))
 
 
-def cached_result(paths, command, settings, config, now, log):
+def cached_result(paths, command, settings, now, log):
     """Agent mode: (cache or None, (state, note) about the refresh or None).
 
     Starts a background refresh when the cache is missing, unreadable, older
@@ -545,7 +562,8 @@ def cached_result(paths, command, settings, config, now, log):
         free = lock.acquire(record=False)
         lock.release()
         if free:
-            state, text = spawn_refresh(config.path, _systemd_run(config))
+            state, text = spawn_refresh(settings.config_path,
+                                        _systemd_run(settings))
             log(text)
         else:
             holder = lock.holder()
@@ -793,25 +811,17 @@ def _piggyback(judged, hosts, node, age):
 # ------------------------------------------------------------------ the check
 
 def run(ctx):
-    config = ctx.config
-    settings = Settings(config)
-    data_dir = config.get_path("paths", "ganeti_data_dir")
-    gnt_cluster = config.get_path("paths", "gnt_cluster")
-    state_dir = config.get_path("paths", "state_dir")
-    role = ganeti.node_role(data_dir, config.node_name)
-    node = role.node
-    if role.role == ganeti.NOT_IN_CLUSTER:
-        raise NotApplicable("this node is not in a Ganeti cluster (no %s)"
-                            % os.path.join(data_dir, "ssconf_master_node"))
-    if not role.is_master:
-        raise NotApplicable(
-            "%s is %s; verify runs on the master %s, where the service "
-            "lives" % (node, role.role, role.master))
+    settings = ctx.settings
+    data_dir = settings.data_dir
+    gnt_cluster = settings.gnt_cluster
+    role = ganeti.require_master(
+        data_dir, lambda: ganeti.node_name(settings.node_name, settings.state_dir),
+        "verify runs")
     if not os.access(gnt_cluster, os.X_OK):
         raise NotApplicable("no executable %s ([paths] gnt_cluster)"
                             % gnt_cluster)
     command = [gnt_cluster, "verify", "--error-codes"] + settings.extra_args
-    paths = Paths(state_dir, config.get_path("paths", "gnt_job"))
+    paths = Paths(settings.state_dir, settings.gnt_job)
     args = ctx.args
     if getattr(args, "refresh_cache", False):
         _background(paths, command, settings, ctx.log)
@@ -824,13 +834,13 @@ def run(ctx):
                            % _os_problem(e))]
         note = None
     else:
-        cache, note = cached_result(paths, command, settings, config,
-                                    time.time(), ctx.log)
+        cache, note = cached_result(paths, command, settings, time.time(),
+                                    ctx.log)
     hosts = ()
     if settings.piggyback:
         hosts = (ganeti.read_ssconf_list(data_dir, "node_list")
                  + ganeti.read_ssconf_list(data_dir, "instance_list"))
-    return evaluate(cache, settings, time.time(), note, node, hosts)
+    return evaluate(cache, settings, time.time(), note, role.node, hosts)
 
 
 def _background(paths, command, settings, log):
@@ -862,11 +872,11 @@ def add_arguments(parser):
 
 
 CHECK = Check(
-    "ganeti_cluster_verify", SERVICE,
+    "cluster_verify", SERVICE,
     "Checkmk local check: what does gnt-cluster verify find? Runs on the "
     "master only; the agent gets the cached result at once while a refresh "
     "runs in the background.",
-    run, add_arguments,
+    run, settings=Settings, defaults=DEFAULTS, add_arguments=add_arguments,
     epilog="In agent mode the result cached in <state_dir>/cluster_verify.json "
     "is printed at once; when it is older than [cluster_verify] max_age, one "
     "background refresh starts. --refresh runs verify now and waits for it.")

@@ -14,11 +14,10 @@ import os
 import time
 
 from .. import ganeti, procfs
-from ..config import format_duration
-from ..localcheck import (CRIT, MAX_TEXT, OK, UNKNOWN, WARN, Metric, Result,
-                          plural, worst)
+from ..localcheck import CRIT, OK, UNKNOWN, WARN, Metric, Result, worst
 from ..qemu_version import VersionCache
 from ..runner import Check
+from ..words import fit, format_duration, plural, some
 
 SERVICE = "KVM binary versions"
 SECTION = "kvm_binary"
@@ -72,33 +71,6 @@ class Probe:
         self.kvm_path = None  # the cluster's kvm_path ...
         self.installed = None  # ... and its version, for "nothing running"
         self.euid = 0         # who looked
-
-
-def names_matcher(patterns):
-    """A match function for executable names from shell patterns.
-
-    Plain names and `prefix*` (all the defaults) are matched without
-    fnmatch, which would import re and cost start-up time every minute.
-    """
-    exact, prefixes, others = set(), [], []
-    for pattern in patterns:
-        if not any(c in pattern for c in "*?["):
-            exact.add(pattern)
-        elif pattern.endswith("*") and not any(c in pattern[:-1] for c in "*?["):
-            prefixes.append(pattern[:-1])
-        else:
-            others.append(pattern)
-    prefixes = tuple(prefixes)
-    regex = None
-    if others:
-        import fnmatch
-        import re
-        regex = re.compile("|".join(fnmatch.translate(p) for p in others)).match
-
-    def matches(name):
-        return (name in exact or name.startswith(prefixes)
-                or (regex is not None and regex(name) is not None))
-    return matches
 
 
 NOT_RUNNING = "which is not running (stale pid file)"
@@ -317,7 +289,7 @@ def _versions_text(p):
     """'running 7.2.15, installed 7.2.18' with just enough detail."""
     run, inst = p.running, p.installed
     if p.libraries and not p.replaced:
-        return _some((os.path.basename(lib) for lib in p.libraries), MAX_LIBRARIES)
+        return some((os.path.basename(lib) for lib in p.libraries), MAX_LIBRARIES)
     if p.installed_path is None:
         return "running %s, binary removed from disk" % (
             run.number if run else "version unknown")
@@ -329,13 +301,6 @@ def _versions_text(p):
     if run.number == inst.number:
         return "running %s, installed %s" % (run.full(), inst.full())
     return "running %s, installed %s" % (run.number, inst.number)
-
-
-def _some(items, limit):
-    """'a, b, c, 4 more': at most `limit` of `items`."""
-    items = list(items)
-    more = ["%d more" % (len(items) - limit)] if len(items) > limit else []
-    return ", ".join(items[:limit] + more)
 
 
 def _groups(processes, now, limit):
@@ -355,7 +320,7 @@ def _groups(processes, now, limit):
         limit -= shown
         oldest = min(m.since for m in members)
         parts.append("%s (%s since %s)" % (
-            _some((m.label() for m in members), shown), text,
+            some((m.label() for m in members), shown), text,
             format_duration(max(0, now - oldest))))
     return ": " + "; ".join(parts)
 
@@ -414,13 +379,13 @@ def evaluate(found, warn_after, crit_after, now):
     states = [OK] + [_age_state(now - p.since, warn_after, crit_after) for p in outdated]
     state = worst(states + ([UNKNOWN] if problems else []))
     # Fewer names until it fits: the counts and the remedy must not be cut.
-    for limit in (MAX_NAMES, 3, None):
+    def build(limit):
         summary = "; ".join(_outdated_clauses(found, outdated, now, limit) + problems
                             or [_all_current(found)])
         if outdated and state == OK:
             summary += " (WARN after %s)" % format_duration(warn_after)
-        if len(summary) <= MAX_TEXT:
-            break
+        return summary
+    summary = fit(build, (MAX_NAMES, 3, None))
 
     details = [_detail(p, now) for p in sorted(
         procs, key=lambda p: (not p.outdated, not p.managed, p.name or "", p.pid))]
@@ -476,7 +441,7 @@ def _problems(found):
     if denied:
         problems.insert(0, "cannot inspect %s (pid %s): permission denied" % (
             plural(len(denied), "qemu process", "qemu processes"),
-            _some((str(pid) for pid in denied), MAX_NAMES)))
+            some((str(pid) for pid in denied), MAX_NAMES)))
     if not problems:
         return []
     return ["; ".join(problems) + (
@@ -508,38 +473,57 @@ def _all_current(found):
     if others:
         text += "; %s not started by Ganeti: %s" % (
             plural(len(others), "qemu process", "qemu processes"),
-            _some((p.label() for p in others), MAX_NAMES))
+            some((p.label() for p in others), MAX_NAMES))
     return text
 
 
+DEFAULTS = {
+    "warn_after": "0",
+    "crit_after": "7d",
+    "process_names": "qemu-system-* kvm qemu-kvm",
+    "kvm_path": "/usr/bin/kvm",
+    "check_libraries": "no",
+}
+
+
+class Settings:
+    """`[kvm_binary]` and the paths, typed; warn_after <= crit_after."""
+
+    def __init__(self, config):
+        self.proc = config.get_path("paths", "proc")
+        self.run_dir = config.get_path("paths", "ganeti_run_dir")
+        self.data_dir = config.get_path("paths", "ganeti_data_dir")
+        self.state_dir = config.get_path("paths", "state_dir")
+        self.warn_after = config.get_duration(SECTION, "warn_after")
+        self.crit_after = config.get_duration(SECTION, "crit_after")
+        if self.warn_after > self.crit_after:
+            config.problem("[%s] warn_after: %s is longer than crit_after (%s), "
+                           "using %s" % (SECTION, format_duration(self.warn_after),
+                                         format_duration(self.crit_after),
+                                         format_duration(self.crit_after)))
+            self.warn_after = self.crit_after
+        self.matches = procfs.names_matcher(config.get_list(SECTION, "process_names"))
+        self.check_libraries = config.get_bool(SECTION, "check_libraries")
+        self.kvm_path = config.get_path(SECTION, "kvm_path")
+
+
 def run(ctx):
-    c = ctx.config
-    proc = c.get_path("paths", "proc")
-    run_dir = c.get_path("paths", "ganeti_run_dir")
-    warn_after = c.get_duration(SECTION, "warn_after")
-    crit_after = c.get_duration(SECTION, "crit_after")
-    if warn_after > crit_after:
-        c.problem("[%s] warn_after: %s is longer than crit_after (%s), using %s" % (
-            SECTION, format_duration(warn_after), format_duration(crit_after),
-            format_duration(crit_after)))
-        warn_after = crit_after
-    matches = names_matcher(c.get_list(SECTION, "process_names"))
-    check_libraries = c.get_bool(SECTION, "check_libraries")
+    s = ctx.settings
     try:
-        kvm_path = ganeti.cluster_kvm_path(c.get_path("paths", "ganeti_data_dir"))
+        kvm_path = ganeti.cluster_kvm_path(s.data_dir)
     except OSError:
         kvm_path = None
-    kvm_path = kvm_path or c.get_path(SECTION, "kvm_path")
-    cache = VersionCache(c.get_path("paths", "state_dir"), ctx.log)
-    found = probe(proc, run_dir, kvm_path, matches, cache, check_libraries)
+    kvm_path = kvm_path or s.kvm_path
+    cache = VersionCache(s.state_dir, ctx.log)
+    found = probe(s.proc, s.run_dir, kvm_path, s.matches, cache, s.check_libraries)
     cache.save()
     ctx.log("%d qemu processes, %d version reads, stale pid files: %d"
             % (len(found.processes), cache.reads, len(found.stale)))
-    return [evaluate(found, warn_after, crit_after, time.time())]
+    return [evaluate(found, s.warn_after, s.crit_after, time.time())]
 
 
 CHECK = Check(
-    name="ganeti_kvm_binary", service=SERVICE, run=run,
+    "kvm_binary", SERVICE, run=run, settings=Settings, defaults=DEFAULTS,
     description="Checkmk local check: which KVM instances still run a qemu "
     "binary that has since been replaced on disk (by a package upgrade), "
     "and so need a live migration or a restart?",

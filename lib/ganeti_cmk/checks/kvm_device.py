@@ -206,10 +206,19 @@ def evaluate(p):
     return Result(OK, SERVICE, _ok_summary(p), details)
 
 
+class Settings:
+    """The paths this check reads."""
+
+    def __init__(self, config):
+        self.dev_kvm = config.get_path("paths", "dev_kvm")
+        self.proc = config.get_path("paths", "proc")
+        self.sys = config.get_path("paths", "sys")
+
+
 def run(ctx):
-    c = ctx.config
-    dev_kvm = c.get_path("paths", "dev_kvm")
-    data = probe(dev_kvm, c.get_path("paths", "proc"), c.get_path("paths", "sys"))
+    s = ctx.settings
+    dev_kvm = s.dev_kvm
+    data = probe(dev_kvm, s.proc, s.sys)
     ctx.log("probed %s: exists=%s type=%s rdev=%s open_errno=%s api=%s modules=%s"
             % (dev_kvm, data.exists, data.file_type, data.rdev, data.open_errno,
                data.api_version, data.modules))
@@ -217,7 +226,7 @@ def run(ctx):
 
 
 CHECK = Check(
-    name="ganeti_kvm_device", service=SERVICE, run=run,
+    "kvm_device", SERVICE, run=run, settings=Settings,
     description="Checkmk local check: is /dev/kvm present and usable, so "
     "that this node can start KVM instances?",
     epilog="States: OK usable (API 12); CRIT missing or unusable, with the "

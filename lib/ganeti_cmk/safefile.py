@@ -1,0 +1,90 @@
+"""The one way the checks read a file they did not write.
+
+Anything on disk may have been put in our way: a symbolic link to a huge
+file or a device, a FIFO that blocks every reader, a file another user
+controls.  `read_file` never follows a link that is not root's (or ours),
+never blocks (O_NONBLOCK), checks the open descriptor (fstat) before
+reading a byte: a regular file, owned by one of `owners`, no longer than
+`limit`.  Each refusal is an OSError whose text says what is wrong.
+"""
+
+import errno
+import os
+import stat
+
+MIB = 1 << 20
+
+
+def trusted_owners():
+    """root and the user the check runs as."""
+    return (0, os.geteuid())
+
+
+def open_file(path, owners=None, follow_trusted_links=False):
+    """An fd of the regular file `path`, checked on the descriptor.
+
+    With `follow_trusted_links` a symbolic link owned by one of `owners`
+    is followed (an operator's link to a managed file); any other link is
+    refused (ELOOP).  Returns (fd, fstat result); the caller closes fd.
+    """
+    owners = trusted_owners() if owners is None else owners
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    if not (follow_trusted_links and _trusted_link(path, owners)):
+        flags |= os.O_NOFOLLOW
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        if st.st_uid not in owners:
+            raise OSError(errno.EPERM, "owned by uid %d, not by %s" % (
+                st.st_uid, _owners_text(owners)), path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _trusted_link(path, owners):
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISLNK(st.st_mode) and st.st_uid in owners
+
+
+def _owners_text(owners):
+    names = ["root" if uid == 0 else "uid %d" % uid for uid in sorted(set(owners))]
+    return " or ".join(names)
+
+
+def read_file(path, limit, owners=None, follow_trusted_links=False):
+    """The bytes of the regular file `path`, at most `limit` of them.
+
+    A longer file is refused (EFBIG), not cut: a cut file would be read as
+    complete.  See open_file for the other checks.
+    """
+    fd, st = open_file(path, owners, follow_trusted_links)
+    try:
+        if st.st_size > limit:
+            raise OSError(errno.EFBIG, "larger than %s" % _size(limit), path)
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+        raise OSError(errno.EFBIG, "larger than %s" % _size(limit), path)
+    finally:
+        os.close(fd)
+
+
+def _size(limit):
+    return "%g MiB" % (limit / MIB) if limit >= MIB else "%d bytes" % limit
+
+
+def describe(e):
+    """An OSError as 'path: what is wrong'."""
+    what = e.strerror or str(e)
+    return "%s: %s" % (e.filename, what) if e.filename else what
