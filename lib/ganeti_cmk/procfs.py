@@ -92,6 +92,26 @@ def start_time(proc, pid):
     return int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu(proc):
+    """(vendor, flags) of the first processor in /proc/cpuinfo; (None, set())
+    when it cannot be read."""
+    vendor, flags = None, set()
+    try:
+        data = _read("%s/cpuinfo" % proc, 1 << 20)
+    except OSError:
+        return vendor, flags
+    for line in _text(data).split("\n"):
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "vendor_id" and vendor is None:
+            vendor = value.strip()
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+        if not line.strip() and (vendor or flags):
+            break
+    return vendor, flags
+
+
 def boot_time():
     """Seconds since boot, the clock of start_time()."""
     return time.clock_gettime(time.CLOCK_BOOTTIME)

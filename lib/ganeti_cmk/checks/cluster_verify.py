@@ -25,6 +25,7 @@ from .. import ganeti, verify
 from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable,
                           Result, State, sanitize, valid_host, worst)
 from ..runner import Check, extend_deadline
+from ..command import KILL_GRACE, run_bounded
 from ..statefile import write_atomically
 from ..words import format_duration, plural
 
@@ -33,7 +34,6 @@ SECTION = "cluster_verify"
 CACHE_FILE = "cluster_verify.json"
 LOCK_FILE = "cluster_verify.lock"
 CACHE_VERSION = 1
-KILL_GRACE = 5        # s to wait for verify's end after killing its group
 DEADLINE_GRACE = 60   # s a refresh may take beyond the verify timeout
 SHOWN = 3             # findings named in the summary
 SHORT_MESSAGE = 60    # characters of a message in the summary
@@ -294,54 +294,6 @@ class Paths:
 
 
 # ------------------------------------------------------------ running verify
-
-def run_bounded(command, timeout, state_dir, limits, keep_fds=()):
-    """Run `command` in a new session; kill its process group after `timeout`.
-
-    stdout and stderr go to unlinked files in `state_dir`, not pipes, and
-    only the process itself is waited for: a process it leaves behind that
-    keeps them open holds nothing up.  Returns (exit code, timed out,
-    [(first `limit` bytes, full size)] for stdout and stderr).  OSError
-    when the command cannot be started.
-    """
-    import signal
-    import subprocess
-    import tempfile
-    with tempfile.TemporaryFile(dir=state_dir) as out, \
-            tempfile.TemporaryFile(dir=state_dir) as err:
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=err, start_new_session=True,
-                                pass_fds=keep_fds)
-        timed_out = False
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(KILL_GRACE)
-            except subprocess.TimeoutExpired:  # stuck in the kernel: leave it
-                pass
-        return proc.returncode, timed_out, [
-            _head(f.fileno(), limit) for f, limit in zip((out, err), limits)]
-
-
-def _head(fd, limit):
-    """(the first `limit` bytes of the file, its size); pread: a process
-    still writing through the shared offset does not move ours."""
-    size = os.fstat(fd).st_size
-    chunks, got, want = [], 0, min(size, limit)
-    while got < want:
-        chunk = os.pread(fd, want - got, got)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks), size
-
 
 def run_verify(command, timeout, paths, keep_fds=()):
     """Run verify under `timeout` (run_bounded) and parse what it said.

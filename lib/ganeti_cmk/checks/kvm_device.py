@@ -10,6 +10,7 @@ import errno
 import os
 import stat
 
+from .. import procfs, sysfs
 from ..localcheck import CRIT, OK, UNKNOWN, Result
 from ..runner import Check
 
@@ -56,42 +57,19 @@ def _file_type(mode):
     return "file of unknown type"
 
 
-def read_cpu(proc):
-    """(vendor, flags) from /proc/cpuinfo's first processor; (None, set())."""
-    vendor, flags = None, set()
-    try:
-        with open(os.path.join(proc, "cpuinfo"), encoding="ascii",
-                  errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "vendor_id" and vendor is None:
-                    vendor = value.strip()
-                elif key == "flags" and not flags:
-                    flags = set(value.split())
-                if not line.strip() and (vendor or flags):
-                    break
-    except OSError:
-        pass
-    return vendor, flags
-
-
 def read_modules(sys_root):
     """Loaded kvm modules (kvm first) and the vendor module's nested flag."""
-    try:
-        names = os.listdir(os.path.join(sys_root, "module"))
-    except OSError:
-        names = []
-    modules = sorted(n for n in names if n == "kvm" or n.startswith("kvm_"))
+    modules = sorted(n for n in sysfs.modules(sys_root)
+                     if n == "kvm" or n.startswith("kvm_"))
     nested = None
     for name in modules:
         try:
-            with open(os.path.join(sys_root, "module", name, "parameters",
-                                   "nested")) as f:
-                nested = f.read().strip().upper() in ("Y", "1")
-                break
+            value = sysfs.module_parameter(sys_root, name, "nested")
         except OSError:
             continue
+        if value is not None:
+            nested = value.upper() in ("Y", "1")
+            break
     return modules, nested
 
 
@@ -99,7 +77,7 @@ def probe(dev_kvm, proc="/proc", sys_root="/sys"):
     """Look at the device, the CPU and the modules; never raises OSError."""
     import fcntl
     p = DeviceProbe(dev_kvm, euid=os.geteuid())
-    p.cpu_vendor, p.cpu_flags = read_cpu(proc)
+    p.cpu_vendor, p.cpu_flags = procfs.cpu(proc)
     p.modules, p.nested = read_modules(sys_root)
     p.misc_registered = os.path.exists(os.path.join(sys_root, "class", "misc", "kvm"))
     try:
