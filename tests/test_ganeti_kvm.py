@@ -149,3 +149,31 @@ def test_cluster_kvm_path(tmp_path):
 ])
 def test_qemu_name(argv, name):
     assert ganeti.qemu_name(argv) == name
+
+
+def test_cluster_hvparams_reads_ssconf_values_as_ganeti_writes_them(tmp_path):
+    (tmp_path / "ssconf_hvparams_kvm").write_text(
+        "kvm_path=/usr/bin/kvm\nvhost_net=True\nuse_chroot=False\nmem_path=\n"
+        "cpu_cores=0\nmigration_bandwidth=32.5\ncpu_mask=all\n"
+        "kvm_extra=-device virtio-rng\nvnc_bind_address=\n")
+    params = ganeti.cluster_hvparams(str(tmp_path))
+    assert params["vhost_net"] is True and params["use_chroot"] is False
+    assert params["cpu_cores"] == 0 and params["migration_bandwidth"] == 32.5
+    assert params["mem_path"] == "" and params["kvm_extra"] == "-device virtio-rng"
+    assert params["cpu_mask"] == "all" and params["kvm_path"] == "/usr/bin/kvm"
+    assert ganeti.cluster_hvparams(str(tmp_path / "none")) == {}
+
+
+@pytest.mark.parametrize("text", ["not json", "{}", "[1, 2, 3]", '[[], [], []' ,
+                                  "[" * 100000 + "]" * 100000])
+def test_read_kvm_runtime_says_when_a_file_is_not_a_runtime(tmp_path, text):
+    conf = tmp_path / "kvm-hypervisor" / "conf"
+    conf.mkdir(parents=True)
+    (conf / "x.runtime").write_text(text)
+    with pytest.raises(ValueError):
+        ganeti.read_kvm_runtime(str(tmp_path), "x")
+    with pytest.raises(FileNotFoundError):
+        ganeti.read_kvm_runtime(str(tmp_path), "y")
+    (conf / "x.runtime").write_text('[["/usr/bin/kvm", "-m", "128"], [], {"vhost_net": true}, []]')
+    runtime = ganeti.read_kvm_runtime(str(tmp_path), "x")
+    assert runtime.cmd[0] == "/usr/bin/kvm" and runtime.hvparams == {"vhost_net": True}

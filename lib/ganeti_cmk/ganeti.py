@@ -183,41 +183,97 @@ def kvm_pid_files(run_dir):
     return sorted(found)
 
 
-def kvm_runtime_path(run_dir, instance):
-    """The kvm binary path an instance was started with, or None.
+class KvmRuntime:
+    """An instance's runtime file: what its qemu was started with.
 
-    From `conf/<instance>.runtime` (JSON `[kvm_cmd, nics, hvparams, ...]`):
-    `hvparams["kvm_path"]`, else `kvm_cmd[0]`, if absolute.  None when the
-    file is missing, not a plain file of at most RUNTIME_MAX bytes, or not
-    JSON in that shape; PermissionError propagates.
+    Ganeti writes `conf/<instance>.runtime` as the JSON array `[kvm_cmd,
+    nics, hvparams, disks]` when it starts the instance; a soft reboot and
+    a live migration reuse it.  `hvparams` are the filled hypervisor
+    parameters of that start.
+    """
+
+    __slots__ = ("cmd", "nics", "hvparams", "disks")
+
+    def __init__(self, cmd, nics, hvparams, disks):
+        self.cmd = cmd
+        self.nics = nics
+        self.hvparams = hvparams
+        self.disks = disks
+
+
+def read_kvm_runtime(run_dir, instance):
+    """The KvmRuntime of `instance`.
+
+    FileNotFoundError when it has none; ValueError when the file is not a
+    runtime file (not JSON, not that shape, nested too deep); OSError when
+    it is refused (safefile: a link, not a plain file, too big, another
+    owner).
     """
     import json
     path = os.path.join(run_dir, KVM_RUN_SUBDIR, "conf", instance + ".runtime")
     try:
         data = json.loads(read_bounded(path, RUNTIME_MAX).decode("utf-8", "replace"))
+    except RecursionError:
+        raise ValueError("%s: nested too deep" % path)
+    if not (isinstance(data, list) and len(data) >= 3
+            and isinstance(data[0], list) and isinstance(data[2], dict)):
+        raise ValueError("%s: not a KVM runtime file" % path)
+    return KvmRuntime(data[0], data[1], data[2], data[3] if len(data) > 3 else [])
+
+
+def kvm_runtime_path(run_dir, instance):
+    """The kvm binary path an instance was started with, or None.
+
+    `hvparams["kvm_path"]` of its runtime file, else `kvm_cmd[0]`, if
+    absolute.  None when the file is missing, refused or not a runtime
+    file; PermissionError propagates.
+    """
+    try:
+        runtime = read_kvm_runtime(run_dir, instance)
     except PermissionError:
         raise
-    except (OSError, ValueError, RecursionError):
+    except (OSError, ValueError):
         return None
-    if not isinstance(data, list) or not data:
-        return None
-    hvparams = data[2] if len(data) > 2 and isinstance(data[2], dict) else {}
-    kvm_path = hvparams.get("kvm_path")
+    kvm_path = runtime.hvparams.get("kvm_path")
     if not isinstance(kvm_path, str) or not kvm_path:
-        cmd = data[0]
-        kvm_path = cmd[0] if isinstance(cmd, list) and cmd else None
+        kvm_path = runtime.cmd[0] if runtime.cmd else None
     # Ganeti accepts only absolute paths; anything else would be looked up
     # relative to our working directory.
     return kvm_path if isinstance(kvm_path, str) and kvm_path.startswith("/") else None
 
 
+def cluster_hvparams(data_dir, hypervisor="kvm"):
+    """The cluster's default hypervisor parameters from
+    `ssconf_hvparams_<hypervisor>` as {key: value}; {} when absent.
+
+    Ganeti writes one `key=value` per line: strings bare, booleans
+    True/False, numbers as numbers, anything else as JSON.  Only the
+    cluster level: OS and instance overrides are not in ssconf.
+    """
+    params = {}
+    for line in (read_ssconf(data_dir, "hvparams_" + hypervisor) or "").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip():
+            params[key.strip()] = _ssconf_value(value.strip())
+    return params
+
+
+def _ssconf_value(text):
+    if text in ("True", "False"):
+        return text == "True"
+    if text[:1] in "[{\"" or text.lstrip("-").replace(".", "", 1).isdigit():
+        import json
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text
+
+
 def cluster_kvm_path(data_dir):
     """`kvm_path` from `ssconf_hvparams_kvm` (the cluster default), or None."""
-    for line in (read_ssconf(data_dir, "hvparams_kvm") or "").splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key.strip() == "kvm_path" and value.strip():
-            return value.strip()
-    return None
+    value = cluster_hvparams(data_dir).get("kvm_path")
+    return value if isinstance(value, str) and value else None
 
 
 def qemu_name(argv):
