@@ -20,6 +20,25 @@ NOT_IN_CLUSTER = "not in a cluster"
 
 SSCONF_MAX = 128 * 1024  # Ganeti's own limit for an ssconf file
 
+# The users Ganeti's daemons may run as (configure --with-*-user; Debian
+# creates gnt-masterd, gnt-confd, gnt-rapi, gnt-metad): files they write
+# (daemon pid files, config.data) are Ganeti's, not a stranger's.
+DAEMON_USERS = ("gnt-masterd", "gnt-confd", "gnt-luxid", "gnt-rapi",
+                "gnt-metad", "gnt-mond", "gnt-noded", "gnt-wconfd", "gnt-kvmd")
+
+
+def owners():
+    """The uids whose files count as Ganeti's: root, the user the check
+    runs as, and Ganeti's daemon users that exist on this node."""
+    import pwd
+    uids = {0, os.geteuid()}
+    for name in DAEMON_USERS:
+        try:
+            uids.add(pwd.getpwnam(name).pw_uid)
+        except KeyError:
+            pass
+    return tuple(sorted(uids))
+
 
 FQDN_FILE = "fqdn"
 FQDN_MAX_AGE = 3600
