@@ -8,7 +8,6 @@ import os
 import sys
 import time
 
-import pytest
 
 from ganeti_cmk import background
 from ganeti_cmk.localcheck import OK, WARN
