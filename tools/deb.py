@@ -14,6 +14,8 @@ does not hold and dpkg-buildpackage needs:
   same bytes;
 - a copy of the tree in a temporary directory, because dpkg-buildpackage
   writes into the source tree and its parent: the checkout stays clean.
+  Every file of the copy is dated $SOURCE_DATE_EPOCH too (dpkg-deb only
+  lowers later times to it; a checkout's files are as old as the checkout).
 
 Needs dpkg-dev and debhelper (`make deb` installs them).
 """
@@ -65,6 +67,9 @@ def build(outdir):
     with tempfile.TemporaryDirectory(prefix="ganeti-cmk-deb.") as tmp:
         src = os.path.join(tmp, PACKAGE)
         shutil.copytree(ROOT, src, ignore=NOT_SOURCES)
+        for top, dirs, files in os.walk(src):  # not when it was checked out
+            for entry in dirs + files:
+                os.utime(os.path.join(top, entry), (epoch, epoch), follow_symlinks=False)
         with open(os.path.join(src, "debian", "changelog"), "w", encoding="utf-8") as f:
             f.write(changelog(deb_version, epoch,
                               maintainer(os.path.join(src, "debian", "control"))))
