@@ -291,9 +291,13 @@ def machine(tmp_path):
     before = status()
     repacked = None
     if before.startswith("install ok installed"):
+        had_repack = shutil.which("dpkg-repack")
         run("sh", os.path.join(ROOT, "tools", "install-debian-packages"), "dpkg-repack")
         run("dpkg-repack", PACKAGE, cwd=str(tmp_path))
         repacked = glob.glob(str(tmp_path / "*.deb"))[0]
+        if not had_repack:
+            run("apt-get", "-o", "DPkg::Lock::Timeout=600", "purge", "-y", "-q",
+                "dpkg-repack", env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
     if before:
         dpkg("--purge", PACKAGE)
     confdir_existed = os.path.isdir(os.path.dirname(CONFIG))
