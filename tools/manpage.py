@@ -64,12 +64,14 @@ def items(lines):
     for line in lines:
         indent = len(line) - len(line.lstrip())
         match = ITEM.match(line)
-        if found and (help_col is not None and indent >= help_col
+        if found and (match is None  # an unindented line: part of the last
+                      or help_col is not None and indent >= help_col
                       or help_col is None and indent > found[-1][0]
                       and not match.group(3)):
             old_indent, term, text = found[-1]
             found[-1] = (old_indent, term, (text + " " + line.strip()).strip())
-            help_col = help_col or indent
+            if match is not None:
+                help_col = help_col or indent
             continue
         found.append((indent, match.group(2), match.group(3) or ""))
         help_col = line.index(match.group(3)) if match.group(3) else None
@@ -96,8 +98,9 @@ def escape(text, dashes=False):
     """Text for roff: backslashes, and "-" as a minus where an option
     starts (or everywhere, with dashes)."""
     text = text.replace("\\", "\\e")
-    text = text.replace("-", "\\-") if dashes else re.sub(r"(?<![\w-])(-+)", lambda m: "\\-" * len(m.group(1)), text)
-    return text
+    if dashes:
+        return text.replace("-", "\\-")
+    return re.sub(r"(?<![\w-])-+", lambda m: "\\-" * len(m.group(0)), text)
 
 
 def line(text):
@@ -145,6 +148,8 @@ def page(name, section, program, source, date, include, see_also):
     for heading, entries in main["lists"]:
         if heading == "positional arguments" and subs:
             continue
+        if heading == "optional arguments":  # Python < 3.10 says so
+            heading = "options"
         out += [".SH %s" % escape(heading.upper(), dashes=True)] + options_roff(entries)
     if subs:
         out.append(".SH COMMANDS")
