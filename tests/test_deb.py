@@ -45,6 +45,8 @@ def why_not():
     for tool in ("apt-get", "dpkg", "dpkg-deb", SYSTEM_PYTHON):
         if not shutil.which(tool):
             return "no %s" % tool
+    if not (shutil.which("dh") and shutil.which("dpkg-buildpackage")):
+        return "no debhelper or dpkg-dev (make test installs them)"
     return None
 
 
