@@ -10,6 +10,7 @@ driven directly, with caches made from the same corpus.
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -328,7 +329,7 @@ def test_stale_result_warns_and_names_the_hung_refresh(cluster):
     fd = os.open(str(cluster.lock), os.O_RDWR)  # a hung refresher holds it
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, b"4242 %d\n" % (time.time() - 3000))
+        os.write(fd, b"4242 %d\n" % (time.time() - 300))
         svc = service(cluster.agent())
     finally:
         os.close(fd)
@@ -336,7 +337,7 @@ def test_stale_result_warns_and_names_the_hung_refresh(cluster):
     assert svc["summary"].startswith(
         "result is 2.0 h old, older than 30 min ([cluster_verify] stale_after); "
         "no errors or warnings (1 notice) - verify ran 2.0 h ago")
-    assert svc["details"][-1] == "refresh running for 50 min (pid 4242)"
+    assert svc["details"][-1] == "refresh running for 5.0 min (pid 4242)"
     assert len(cluster.verifies()) == 1
 
 
@@ -416,7 +417,7 @@ def test_a_cache_that_is_a_directory_is_replaced(cluster):
     svc = service(cluster.agent())
     assert svc["state"] == "3"
     assert svc["summary"].startswith(
-        "no verify result yet: cache %s unreadable (%s: Is a directory); "
+        "no verify result yet: cache %s unreadable (%s: not a regular file); "
         "refresh started in the background (pid " % (cluster.cache, cluster.cache))
     refresher = int(svc["summary"].split("(pid ")[1].rstrip(")"))
     wait_for(lambda: not alive(refresher), "the refresher")
@@ -631,7 +632,7 @@ def test_timeout_kills_the_whole_process_group(cluster):
         "were cancelled (gnt-job cancel) - verify ran ")
     assert "exit code none (killed)" in svc["details"][-1]
     # its jobs would wait behind the lock holder and pile up run after run
-    assert cluster.job_log.read_text() == "cancel 7 8\n"
+    assert cluster.job_log.read_text().splitlines()[-1] == "cancel 7 8"
     assert "%s cancel 7 8: Job 7 canceled Job 8 canceled" % FAKE_GNT_JOB \
         in svc["details"]
     (pid, _), = cluster.verifies()
@@ -692,8 +693,10 @@ def test_huge_output_is_cut_and_counted_but_not_stored(cluster, tmp_path):
     assert svc["state"] == "2"
     assert svc["summary"].startswith(
         "output truncated: only the first 16 MiB of 17.1 MiB on stdout and the "
-        "first 1 MiB of 2.1 MiB on stderr were read; 131072 errors: "
-        "EINSTANCEDOWN vm000000.example.com (instance down xxxxxxxx")
+        "first 1 MiB of 2.1 MiB on stderr were read; the incomplete run found "
+        "131072 errors: EINSTANCEDOWN vm000000.example.com (instance down xxxxxxxx")
+    assert re.search(r" - verify ran \d+ s ago; no complete result yet$",
+                     svc["summary"]), svc["summary"]
     # every finding in what was read counts, 10000 are stored
     assert svc["metrics"]["ganeti_verify_errors"] == 16 * 2 ** 20 // 128
     assert "121072 more findings not stored (only the first 10000 are " \
@@ -713,8 +716,8 @@ def test_agent_refuses_a_cache_too_big_to_be_ours(cluster):
     cluster.cache.write_text(json.dumps(data))
     svc = service(cluster.agent())
     assert svc["state"] == "3"
-    assert "cache %s unreadable (33 MiB, more than a result can take)" \
-        % cluster.cache in svc["summary"]
+    assert "cache %s unreadable (%s: larger than 8 MiB)" \
+        % (cluster.cache, cluster.cache) in svc["summary"]
 
 
 def test_verify_sleeping_past_the_timeout_is_crit(cluster):
@@ -743,7 +746,9 @@ CASES = [
     ("era-2.16-groups", "1", "3 warnings: EINSTANCESPLITGROUPS db1.site-b.example.com "),
     ("era-2.7", "2", "2 errors: ENODESSH node1.example.net (ssh communication with "),
     ("era-3.1-assessment", "2", "1 error, 2 warnings: EINSTANCEFAULTYDISK web1"),
-    ("all-codes-3.0", "2", "32 errors, 9 warnings: ECLUSTERCFG (instance web9"),
+    ("all-codes-3.0", "2", "ganeti-noded on node3.example.com does not answer; "
+     "32 errors, 9 warnings: ENODERPC node3.example.com (while contacting "
+     "node: Error 7: Failed to connect to node...), ECLUSTERCFG (instance web9"),
     ("unrecognised", "2", "4 errors, 1 warning: ERROR (FATAL:ENEWCODE:node:"
      "node1.example.com:a severity we do no...), ERROR (ERROR node1.example.com "
      "lost its disks), ENEWCODE node1.example.com (an unknown code is still a "
@@ -762,10 +767,20 @@ CASES = [
      "unknown_entity, error details: Group 'nosuch' not found - verify ran "),
     ("not-master", "3", "gnt-cluster says this is not the master"),
     ("not-in-cluster", "3", "gnt-cluster says this node is not in a cluster"),
-    ("no-daemon-2.x", "2", "cannot reach the master daemon"),
-    ("no-daemon-3.0", "2", "cannot reach the master daemon"),
-    ("queue-drained", "1", "the job queue is drained, verify cannot run "
-     "(upgrade in progress?): Failure: the job queue is marked for drain"),
+    ("no-daemon-2.x", "2", "the master daemon (ganeti-luxid) does not answer, "
+     "verify did not run (is it running?): Cannot communicate with the master "
+     "daemon. Is it running and listening for connections? - verify ran "),
+    ("no-daemon-3.0", "2", "the master daemon (ganeti-luxid) does not answer, "
+     "verify did not run (is it running?): Connect timed out - verify ran "),
+    ("queue-drained", "1", "the job queue is drained, verify did not run "
+     "(upgrade in progress? gnt-cluster queue undrain): Failure: the job "
+     "queue is marked for drain"),
+    ("queue-drained-3.0", "1", "the job queue is drained, verify did not run "
+     "(upgrade in progress? gnt-cluster queue undrain): Unhandled Ganeti "
+     "error: Queue drained - verify ran "),
+    ("noded-stopped-3.0", "2", "ganeti-noded on node1.ganeti.test does not "
+     "answer; 6 errors, 1 warning: ENODERPC node1.ganeti.test (while "
+     "contacting node: Error 7: Failed to connect to 192...."),
     ("queue-full", "2", "the job queue is full"),
     ("no-permission", "3", "not allowed to talk to the master daemon"),
     ("usage", "3", "gnt-cluster rejected the arguments: check [cluster_verify] "
@@ -841,9 +856,9 @@ def test_long_stderr_never_pushes_the_age_out_of_the_summary(cluster, tmp_path):
     svc = service(cluster.run("--refresh").hosts)
     assert svc["state"] == "2"
     assert svc["summary"].startswith(
-        "cannot reach the master daemon (is ganeti running on this master?): "
-        "Cannot communicate with the master daemon. Is it running and "
-        "listening for connections? - verify ran ")
+        "the master daemon (ganeti-luxid) does not answer, verify did not run "
+        "(is it running?): Cannot communicate with the master daemon. Is it "
+        "running and listening for connections? - verify ran ")
     assert svc["summary"].endswith("(config problem: [cluster_verify] "
                                    "severity: ENODEXX is not a verify error "
                                    "code (typo?))")
@@ -939,13 +954,19 @@ def test_piggyback_hosts_without_findings_are_ok(cluster):
         "no errors or warnings - gnt-cluster verify on the master ")
 
 
-def test_no_piggyback_by_default_or_when_verify_could_not_run(cluster):
+def test_no_piggyback_by_default_and_unknown_without_a_complete_run(cluster):
     cluster.case("all-codes-3.0")
     assert set(cluster.run("--refresh").hosts) == {None}
     cluster.settings["piggyback"] = "yes"
     cluster.case("queue-drained")
     cluster.settings["extra_args"] = "-v"   # makes the cache due
-    assert set(cluster.run("--refresh").hosts) == {None}
+    hosts = cluster.run("--refresh").hosts
+    assert set(hosts) == {None, "node2.example.com", "node3.example.com",
+                          "web1.example.com", "db1.example.com"}
+    web1 = service(hosts, "web1.example.com")
+    assert web1["state"] == "3" and web1["summary"].startswith(
+        "no complete verify result on the master: the job queue is drained, "
+        "verify did not run")
 
 
 # ---------------------------------------------- evaluation, driven directly
@@ -1091,11 +1112,12 @@ def test_age_duration_and_run_details():
 
 def test_summary_names_the_worst_three_and_counts_the_rest():
     result, _ = evaluate("all-codes-3.0")
-    assert result.summary.startswith(
-        "32 errors, 9 warnings: ECLUSTERCFG (instance web9.example.com: disk/0 has "
-        "invalid size: 0), ECLUSTERCLIENTCERT (Client certificate "
-        "/var/lib/ganeti/client.pem of node 6e4...), ECLUSTERDANGLINGNODES "
-        "(the following nodes (and their instances) belong to a non...), "
+    assert result.summary == (
+        "ganeti-noded on node3.example.com does not answer; "
+        "32 errors, 9 warnings: ENODERPC node3.example.com (while contacting "
+        "node: Error 7: Failed to connect to node...), ECLUSTERCFG (instance "
+        "web9.example.com: disk/0 has invalid size: 0), ECLUSTERCLIENTCERT "
+        "(Client certificate /var/lib/ganeti/client.pem of node 6e4...), "
         "+38 more - verify ran 1 min ago")
 
 
@@ -1140,16 +1162,22 @@ def test_a_failed_background_refresh_is_cached(tmp_path, monkeypatch):
     assert r.details[-1].startswith("verify could not run at ")
 
 
+def record(**fields):
+    """A minimal record of the verify task."""
+    data = {"version": cv.CACHE_VERSION, "command": ["gnt-cluster", "verify"],
+            "report": {}, "started": 1, "finished": 2, "timeout": 600,
+            "timed_out": False, "error": None}
+    data.update(fields)
+    return data
+
+
 def test_cache_is_written_atomically_and_checked(tmp_path):
     _, task = verify_task(tmp_path)
     path = task.cache
-    background.write_cache(task, {"version": cv.CACHE_VERSION, "report": {},
-                                  "started": 1, "finished": 2})
+    background.write_cache(task, record())
     assert os.listdir(str(tmp_path)) == ["cluster_verify.json"]
     assert background.read_cache(task)["finished"] == 2
-    for bad in ({"version": 99, "report": {}, "started": 1, "finished": 2},
-                {"version": cv.CACHE_VERSION, "report": [], "started": 1,
-                 "finished": 2}, [1, 2]):
+    for bad in (record(version=99), record(report=[]), [1, 2]):
         background.write_cache(task, bad)
         with pytest.raises(ValueError):
             background.read_cache(task)
@@ -1159,7 +1187,6 @@ def test_cache_is_written_atomically_and_checked(tmp_path):
     victim = tmp_path / "victim"
     victim.write_text("keep")
     os.symlink(str(victim), "%s.%d.tmp" % (path, os.getpid()))
-    background.write_cache(task, {"version": cv.CACHE_VERSION, "report": {},
-                                  "started": 1, "finished": 3})
+    background.write_cache(task, record(finished=3))
     assert victim.read_text() == "keep" and background.read_cache(task)["finished"] == 3
     assert sorted(os.listdir(str(tmp_path))) == ["cluster_verify.json", "victim"]

@@ -4,8 +4,9 @@ with safefile.read_file)."""
 import os
 
 
-def write_atomically(path, text):
-    """Replace `path` with `text`; a reader sees the old file or the new.
+def write_atomically(path, text, mode=0o644):
+    """Replace `path` with `text` (a file of `mode`); a reader sees the old
+    file or the new.
 
     The directory is created if missing.  The temporary file is created
     exclusively, so a link planted in its place is never followed.
@@ -15,7 +16,7 @@ def write_atomically(path, text):
     tmp = "%s.%d.tmp" % (path, os.getpid())
     if os.path.lexists(tmp):  # left by a crashed run with our pid
         os.unlink(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
