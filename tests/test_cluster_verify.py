@@ -1190,3 +1190,275 @@ def test_cache_is_written_atomically_and_checked(tmp_path):
     background.write_cache(task, record(finished=3))
     assert victim.read_text() == "keep" and background.read_cache(task)["finished"] == 3
     assert sorted(os.listdir(str(tmp_path))) == ["cluster_verify.json", "victim"]
+
+
+# ------------------------------------------- incomplete runs, bounds, causes
+
+def test_a_timeout_names_the_job_that_holds_the_locks(cluster):
+    """Ganeti 3.0 says nothing on stderr while verify waits: gnt-job does."""
+    cluster.settings["timeout"] = "1s"
+    cluster.env.update(FAKE_GNT_MODE="hang", FAKE_GNT_QUIET="1",
+                       FAKE_GNT_JOB_HOLDER="59",
+                       FAKE_GNT_PIDFILE=str(cluster.tmp / "grandchild"))
+    svc = service(cluster.run("--refresh").hosts)
+    assert svc["state"] == "2"
+    assert re.match(
+        r"verify did not finish within 1 s \(\[cluster_verify\] timeout\) and "
+        r"was killed; it was waiting for locks held by job 59 "
+        r"\(TEST_DELAY\(60\.0\), running for 3(\.0)? min\); its jobs 7, 8 were "
+        r"cancelled \(gnt-job cancel\) - verify ran \d+ s ago; no complete "
+        r"result yet$", svc["summary"]), svc["summary"]
+    assert "gnt-job list after the timeout: job 7 waiting " \
+        "CLUSTER_VERIFY_GROUP(x)" in svc["details"]
+    assert cluster.job_log.read_text().splitlines() == [
+        "list --no-headers --separator=| -o id,status,summary,start_ts 7 8",
+        "list --no-headers --separator=| -o id,status,summary,start_ts --running",
+        "cancel 7 8"]
+
+
+def ok_then(cluster, breakage):
+    """A complete clean run, then a newer one broken by `breakage()`."""
+    cluster.case("era-3.0-clean")
+    assert service(cluster.run("--refresh").hosts)["state"] == "0"
+    cluster.age_cache(20 * 60)
+    breakage()
+    cluster.settings["max_age"] = "1s"
+    return cluster.run("--refresh").hosts
+
+
+@pytest.mark.parametrize("breakage, why", [
+    ("signal", "gnt-cluster was killed by signal 9"),
+    ("exit", "gnt-cluster verify exited with 1 but reported no ERROR: "
+     "no reason given"),
+    ("timeout", "verify did not finish within 1 s"),
+])
+def test_an_incomplete_run_keeps_the_last_complete_verdict(cluster, tmp_path,
+                                                           breakage, why):
+    def broken():
+        if breakage == "signal":
+            cluster.env["FAKE_GNT_MODE"] = "killed"
+        elif breakage == "exit":
+            (tmp_path / "odd.out").write_text("Submitted jobs 1, 2\n")
+            (tmp_path / "odd.rc").write_text("1\n")
+            cluster.env["FAKE_GNT_CASE"] = str(tmp_path / "odd")
+        else:
+            cluster.settings["timeout"] = "1s"
+            cluster.env.update(FAKE_GNT_MODE="hang", FAKE_GNT_PIDFILE=str(
+                tmp_path / "grandchild"))
+    cluster.settings["piggyback"] = "yes"
+    hosts = ok_then(cluster, broken)
+    svc = service(hosts)
+    assert svc["state"] in ("1", "2"), svc
+    assert svc["summary"].startswith(why), svc["summary"]
+    assert re.search(r" - verify ran \d+ s ago, so the last complete result "
+                     r"counts \(verify ran 20 min ago\): no errors or warnings "
+                     r"\(1 notice\)$", svc["summary"]), svc["summary"]
+    assert svc["metrics"]["ganeti_verify_age"] >= 1200
+    assert "the last complete result:" in svc["details"]
+    # piggybacked hosts keep the complete verdict and say why
+    web1 = service(hosts, "web1.example.com")
+    assert web1["state"] == "0"
+    assert re.match(r"no errors or warnings - gnt-cluster verify on the master "
+                    r"20 min ago; the newest verify \(ran \d+ s ago\) does not "
+                    r"count: " + re.escape(why), web1["summary"]), web1
+    # and the agent shows the same from the cache
+    again = cluster.agent()
+    assert service(again)["summary"].split(" - ")[0] == svc["summary"].split(" - ")[0]
+
+
+def test_piggybacked_services_turn_stale_like_the_masters(cluster):
+    cluster.settings["piggyback"] = "yes"
+    cluster.case("era-3.0-clean")
+    cluster.run("--refresh")
+    cluster.age_cache(2 * 3600)
+    cluster.env["FAKE_GNT_SLEEP"] = "30"     # the refresh it starts is slow
+    hosts = cluster.agent()
+    assert service(hosts)["state"] == "1"
+    web1 = service(hosts, "web1.example.com")
+    assert web1["state"] == "1"
+    assert web1["summary"] == (
+        "no errors or warnings - gnt-cluster verify on the master 2.0 h ago; "
+        "result is 2.0 h old, older than 30 min ([cluster_verify] stale_after)")
+
+
+@needs_root
+def test_a_full_state_dir_never_caches_a_cut_output_as_complete(cluster, tmp_path):
+    """verify's output goes to files in state_dir: on a full file system it
+    is cut (the WARNING at its end is lost) although verify exits 0."""
+    if not shutil.which("unshare"):
+        pytest.skip("no unshare")
+    (tmp_path / "long.out").write_text(
+        "Submitted jobs 1, 2\n" + "Mon Nov 30 16:15:19 2026 * Verifying "
+        "something that takes many words to say\n" * 8000
+        + "  - WARNING:ENODELVM:node:node2.example.com:lost at the end\n")
+    (tmp_path / "long.rc").write_text("0\n")
+    cluster.env["FAKE_GNT_CASE"] = str(tmp_path / "long")
+    assert (tmp_path / "long.out").stat().st_size > 512 * 1024
+    cluster.state_dir.mkdir(parents=True)
+    # a private mount namespace: the tmpfs goes away with the check
+    command = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+               'mount -t tmpfs -o size=256k,mode=0700 tmpfs "$0" && exec "$@"',
+               str(cluster.state_dir)] + check_command(SCRIPT) + ["--refresh"]
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "ganeti_cmk.cfg").write_text(cluster.config_text())
+    env = dict(cluster.env, PATH=os.environ["PATH"], MK_CONFDIR=str(tmp_path / "etc"),
+               MK_VARDIR=str(tmp_path / "var"))
+    proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    svc = assert_valid_output(proc.stdout)[None][SERVICE]
+    assert svc["state"] == "1", svc
+    assert re.match(r"the file system of %s was full while verify ran \(0(\.\d)? "
+                    r"MiB free after it\): its output may be cut - verify ran "
+                    r"\d+ s ago; no complete result yet$" % re.escape(
+                        str(cluster.state_dir)), svc["summary"]), svc["summary"]
+
+
+def cache_of(tmp_path, stdout, stderr="", rc=1, last_complete=None):
+    """Parse `stdout` as verify's and write the cache; the task."""
+    _, task = verify_task(tmp_path)
+    rec = record(**cv.parse_output(rc, stdout.encode(), stderr.encode()))
+    if last_complete is not None:
+        rec["complete"], rec["last_complete"] = False, last_complete
+    background.write_cache(task, rec)
+    return task
+
+
+def test_long_section_titles_and_many_findings_make_a_small_cache(tmp_path):
+    """470 KB of output once made a 38.8 MiB cache the agent refused: each
+    finding stored its 4 KB section title."""
+    out = ("* " + "Verifying a section with a long title " * 105 + "\n"
+           + "".join("  - ERROR:ENODELVM:node:n%d.example.com:lost\n" % i
+                     for i in range(10000)))
+    assert 450000 < len(out) < 500000
+    task = cache_of(tmp_path, out)
+    size = os.path.getsize(task.cache)
+    assert size < 1 << 20, size
+    cache = background.read_cache(task)
+    (r,) = cv.evaluate(cache, cv.Settings(cv.CHECK.config(text="")),
+                       cache["finished"])
+    assert r.metrics[0].value == 10000 and r.state == CRIT
+
+
+def hypothesis_settings(**kwargs):
+    from hypothesis import HealthCheck, settings
+    return settings(deadline=None, suppress_health_check=list(HealthCheck),
+                    **kwargs)
+
+
+def test_any_verify_output_makes_a_cache_the_agent_reads(tmp_path_factory):
+    from hypothesis import given, strategies as st
+    text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=64)
+
+    @hypothesis_settings(max_examples=8)
+    @given(findings=st.integers(0, 12000), title=st.integers(0, 5000),
+           message=st.integers(0, 400), unicode=st.booleans(),
+           sections=st.integers(0, 400), tail=text)
+    def check(findings, title, message, unicode, sections, tail):
+        char = "\u00e9\u2028" if unicode else "x\\x01"
+        lines = ["* %s %d" % (char * (title // 2), i) for i in range(sections)]
+        lines += ["  - %s:ENODE%d:node:%s%d:%s" % (
+            "ERROR" if i % 2 else "WARNING", i % 50, char * 20, i,
+            char * (message // 2)) for i in range(findings)]
+        out = "\n".join(lines) + "\n" + tail
+        base = tmp_path_factory.mktemp("cache")
+        complete = cache_of(base, out, rc=1)
+        last = background.read_cache(complete)
+        task = cache_of(base, out, "stderr " * 20000, rc=-9, last_complete=last)
+        assert os.path.getsize(task.cache) <= background.MAX_CACHE
+        cache = background.read_cache(task)
+        cv.evaluate(cache, cv.Settings(cv.CHECK.config(text="")), cache["finished"])
+
+    check()
+
+
+def test_a_record_too_big_for_the_reader_is_stored_without_its_output(tmp_path):
+    _, task = verify_task(tmp_path)
+    big = record(report=verify.parse("  - ERROR:ENODELVM:node:n:x\n").to_data(),
+                 padding="x" * background.MAX_CACHE)
+    background.write_cache(task, big)
+    assert os.path.getsize(task.cache) < 1 << 20
+    cache = background.read_cache(task)
+    assert cache["complete"] is False
+    (r,) = cv.evaluate(cache, cv.Settings(cv.CHECK.config(text="")),
+                       cache["finished"])
+    assert r.state == UNKNOWN and r.summary.startswith(
+        "the result (8 MiB) is too big to store")
+
+
+CORRUPT = [
+    ("deep nesting", "[" * 200000 + "]" * 200000),
+    ("NaN", '{"version": 1, "command": [], "started": NaN, "finished": 1}'),
+    ("Infinity", None),
+    ("wrong report types", None),
+    ("a finding of 5 fields", None),
+    ("a string for a list", None),
+    ("nested last complete", None),
+    ("binary", "\x00\xff" * 100),
+]
+
+
+def corrupt(name):
+    good = record(report=verify.parse(open(os.path.join(
+        DATA, "era-2.4.out")).read(), "", 1).to_data())
+    if name == "Infinity":
+        return json.dumps(good).replace('"finished": 2', '"finished": Infinity')
+    if name == "wrong report types":
+        good["report"]["failed_jobs"] = "3"
+    if name == "a finding of 5 fields":
+        good["report"]["findings"][0].pop()
+    if name == "a string for a list":
+        good["report"]["stderr"] = "oops"
+    if name == "nested last complete":
+        good["last_complete"] = dict(good, last_complete=dict(good))
+    return json.dumps(good)
+
+
+@pytest.mark.parametrize("name, text", CORRUPT, ids=[n for n, _ in CORRUPT])
+def test_a_corrupt_cache_is_unreadable_and_the_next_refresh_heals_it(
+        cluster, name, text):
+    cluster.case("era-3.0-clean")
+    cluster.state_dir.mkdir(parents=True)
+    cluster.cache.write_text(text or corrupt(name))
+    cluster.cache.chmod(0o600)
+    svc = service(cluster.agent())
+    assert svc["state"] == "3"
+    assert svc["summary"].startswith("no verify result yet: cache %s unreadable ("
+                                     % cluster.cache), svc["summary"]
+    wait_for(lambda: cluster.verifies(), "the refresh")
+    cluster.wait_for_cache()
+    assert service(cluster.agent())["state"] == "0"
+
+
+def test_any_json_in_the_cache_reads_as_a_record_or_as_unreadable(tmp_path_factory):
+    from hypothesis import given, strategies as st
+    leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+    values = st.recursive(leaf, lambda inner: st.lists(inner, max_size=4)
+                          | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                          max_leaves=20)
+    good = json.loads(corrupt("good"))
+    paths = [("report",), ("report", "findings"), ("report", "findings", 0),
+             ("report", "findings", 0, 5), ("report", "more"), ("report", "failure"),
+             ("report", "exit_code"), ("started",), ("cancel",), ("jobs_state",),
+             ("truncated",), ("last_complete",), ("complete",), ("command",)]
+
+    @hypothesis_settings(max_examples=150)
+    @given(path=st.sampled_from(paths), value=values)
+    def check(path, value):
+        data = json.loads(json.dumps(good))
+        target = data
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        _, task = verify_task(tmp_path_factory.mktemp("json"))
+        with open(task.cache, "w") as f:
+            f.write(json.dumps(data))
+        try:
+            cache = background.read_cache(task)
+        except ValueError:
+            return
+        results = cv.evaluate(cache, cv.Settings(cv.CHECK.config(text="[cluster_verify]\npiggyback = yes\n")),
+                              1700000000.0, hosts=("web1.example.org",))
+        assert_valid_output("".join(line + "\n" for line in render_local(results)))
+
+    check()
