@@ -628,7 +628,8 @@ def test_timeout_kills_the_whole_process_group(cluster):
     assert svc["state"] == "2"
     assert svc["summary"].startswith(
         "verify did not finish within 1 s ([cluster_verify] timeout) and was "
-        "killed; it was waiting for locks held by another job; its jobs 7, 8 "
+        "killed; it was waiting for locks (gnt-job list shows no other running "
+        "job); its jobs 7, 8 "
         "were cancelled (gnt-job cancel) - verify ran ")
     assert "exit code none (killed)" in svc["details"][-1]
     # its jobs would wait behind the lock holder and pile up run after run
@@ -657,7 +658,9 @@ def test_jobs_that_cannot_be_cancelled_are_named(cluster, gnt_job, said):
     assert svc["state"] == "2"
     assert svc["summary"].startswith(
         "verify did not finish within 1 s ([cluster_verify] timeout) and was "
-        "killed; it was waiting for locks held by another job; its jobs 7, 8: "
+        "killed; it was waiting for locks %s; its jobs 7, 8: " % (
+            "held by another job" if gnt_job == "missing" else
+            "(gnt-job list shows no other running job)")
         + (said % cluster.tmp if "%s" in said else said) + " - verify ran ")
 
 
@@ -1462,3 +1465,81 @@ def test_any_json_in_the_cache_reads_as_a_record_or_as_unreadable(tmp_path_facto
         assert_valid_output("".join(line + "\n" for line in render_local(results)))
 
     check()
+
+
+def test_piggyback_with_an_instance_list_beyond_128_kib(cluster):
+    """About 4,000 instances: ssconf_instance_list exceeds Ganeti's 128 KiB."""
+    names = ["instance-%05d.example.com" % i for i in range(5300)]
+    cluster.ssconf(instance_list="\n".join(names))
+    assert (cluster.data_dir / "ssconf_instance_list").stat().st_size > 128 * 1024
+    cluster.settings["piggyback"] = "yes"
+    cluster.case("era-3.0-clean")
+    hosts = cluster.run("--refresh").hosts
+    assert service(hosts)["state"] == "0"
+    assert len(hosts) == 1 + 2 + 5300
+    assert service(hosts, names[-1])["state"] == "0"
+
+
+def test_an_ssconf_list_that_cannot_be_read_keeps_the_masters_service(cluster):
+    (cluster.data_dir / "ssconf_instance_list").unlink()
+    os.mkfifo(str(cluster.data_dir / "ssconf_instance_list"))
+    cluster.settings["piggyback"] = "yes"
+    cluster.case("era-3.0-clean")
+    hosts = cluster.run("--refresh").hosts
+    svc = service(hosts)
+    assert svc["state"] == "1"
+    assert svc["summary"].startswith("no piggyback services: %s: not a regular "
+                                     "file; no errors or warnings" % (
+                                         cluster.data_dir / "ssconf_instance_list"))
+
+
+def test_a_huge_item_does_not_push_the_others_out_of_the_summary(tmp_path):
+    huge = "h" * 100000
+    out = "".join("  - ERROR:EINSTANCEDOWN:instance:%s:instance down\n" % name
+                  for name in (huge, "web1.example.com", "web2.example.com"))
+    task = cache_of(tmp_path, out)
+    cache = background.read_cache(task)
+    (r,) = cv.evaluate(cache, cv.Settings(cv.CHECK.config(text="")),
+                       cache["finished"])
+    assert r.summary.startswith(
+        "3 errors: EINSTANCEDOWN %s... (instance down), EINSTANCEDOWN "
+        "web1.example.com (instance down), EINSTANCEDOWN web2.example.com "
+        "(instance down) - verify ran 0 s ago" % ("h" * 57)), r.summary
+
+
+def test_host_names_checkmk_would_drop_get_no_piggyback_service(cluster):
+    long_name = ("a" * 60 + ".") * 4 + "example.com"     # 255 characters
+    cluster.ssconf(instance_list="web1.example.com\n" + long_name)
+    cluster.settings["piggyback"] = "yes"
+    cluster.case("era-3.0-clean")
+    hosts = cluster.run("--refresh").hosts
+    assert long_name not in hosts and "web1.example.com" in hosts
+    assert "no piggyback service for 1 host: %s... (not a host name Checkmk " \
+        "accepts: longer than 240 characters or other characters than " \
+        "letters, digits, '.', '-' and '_')" % long_name[:57] \
+        in service(hosts)["details"]
+
+
+@needs_root
+@pytest.mark.parametrize("kind", ["fifo", "other owner", "symlink"])
+def test_the_cache_is_read_safely(cluster, tmp_path, kind):
+    cluster.case("era-3.0-clean")
+    cluster.run("--refresh")
+    good = tmp_path / "good.json"
+    shutil.copy(str(cluster.cache), str(good))
+    cluster.cache.unlink()
+    if kind == "fifo":
+        os.mkfifo(str(cluster.cache), 0o600)
+        why = "not a regular file"
+    elif kind == "other owner":
+        shutil.copy(str(good), str(cluster.cache))
+        os.chown(str(cluster.cache), 65534, 65534)
+        why = "owned by uid 65534, not by root"
+    else:
+        os.symlink(str(good), str(cluster.cache))
+        why = "Too many levels of symbolic links"
+    svc = service(cluster.agent())      # at once: a FIFO never blocks it
+    assert svc["state"] == "3"
+    assert svc["summary"].startswith("no verify result yet: cache %s unreadable "
+                                     "(%s: %s)" % (cluster.cache, cluster.cache,
+                                                   why)), svc["summary"]

@@ -333,7 +333,7 @@ def _holders(task):
     try:
         st = os.stat(task.lock, follow_symlinks=False)
         pids = procfs.pids(task.proc)
-        boot = procfs.boot_time()
+        boot = time.time() - procfs.boot_time()  # when this machine booted
     except OSError:
         return []
     found = []
@@ -630,7 +630,8 @@ def spawn_refresh(task):
 def os_problem(e):
     """An OSError about the state files: which file, what is wrong."""
     text = "%s: %s" % (e.filename, e.strerror) if e.filename else str(e)
-    if isinstance(e, PermissionError):
+    import errno
+    if e.errno == errno.EACCES:
         text += " (run the check as root)"
     return text
 

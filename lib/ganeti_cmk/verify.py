@@ -48,6 +48,7 @@ CODES = {
 MAX_FINDINGS = 10000
 MAX_LINES = 1000
 MAX_LINE = 4096
+LONG_LINE = 1 << 18  # characters of a stdout line parsed (its fields cut to MAX_LINE)
 MAX_BYTES = 2 << 20
 
 # Why verify could not run, as told on stderr.
@@ -362,7 +363,7 @@ def _parse_stdout(report, stdout):
     rx = _regexes()
     match, finding_like = rx.line, rx.finding_like
     for line in stdout.split("\n"):
-        line = line[:MAX_LINE].rstrip()
+        line = line[:LONG_LINE].rstrip()
         if not line:
             continue
         group = match(line).group
@@ -372,33 +373,33 @@ def _parse_stdout(report, stdout):
             if code is not None:
                 item = group("citem")
                 last = Finding(severity, code, group("ctype") or None,
-                               None if item in ("None", "") else decode(item),
-                               decode(group("cmsg")), section)
+                               None if item in ("None", "") else _cut(item),
+                               _cut(group("cmsg")), section)
             elif group("ptype") is not None:
                 last = Finding(severity, None, group("ptype"),
-                               decode(group("pitem") or "") or None,
-                               decode(group("pmsg")), section)
+                               _cut(group("pitem") or "") or None,
+                               _cut(group("pmsg")), section)
             else:
                 last = Finding(severity, None, None, None,
-                               decode(group("smsg")), section)
+                               _cut(group("smsg")), section)
             last = add("findings", last)
         elif (group("cont") is not None and last is not None
               and not (group("cont").startswith("- ")
                        and finding_like(group("cont")))):
             if len(last.message) < MAX_LINE:
-                last.message = "%s %s" % (last.message, decode(group("cont")))
+                last.message = "%s %s" % (last.message, _cut(group("cont")))
         elif group("ntag") is not None:
-            add("notes", "%s: %s" % (group("ntag"), decode(group("nmsg"))))
+            add("notes", "%s: %s" % (group("ntag"), _cut(group("nmsg"))))
             last = None
         elif group("bullet") is not None:
-            text = decode(group("bullet"))
+            text = _cut(group("bullet"))
             if finding_like(text):
                 last = _unrecognised(report, text, section)
             else:
                 add("notes", text)
                 last = None
         elif group("section") is not None:
-            section = decode(group("section"))
+            section = _cut(group("section"))
             add("sections", section)
             last = None
         elif group("jobs") is not None:
@@ -417,9 +418,14 @@ def _parse_stdout(report, stdout):
             last = _unrecognised(report, text, section) if text else None
 
 
+def _cut(text):
+    """decode() at most MAX_LINE characters of a field."""
+    return decode(text[:MAX_LINE])
+
+
 def _unrecognised(report, line, section):
     """Keep an unknown line; one that looks like a problem is a finding."""
-    text = decode(line.strip())
+    text = _cut(line.strip())
     m = _regexes().finding_like(text)
     if m is None:
         report.add("unrecognised", text)

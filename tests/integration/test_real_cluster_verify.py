@@ -159,9 +159,17 @@ def test_a_drained_queue_says_verify_did_not_run(cluster, check):
         "verify ran "), svc
 
 
-def job_id(submitted):
-    """The id from gnt-debug delay --submit's "JobID: 59"."""
-    return re.search(r"JobID: (\d+)", submitted).group(1)
+def submit_delay(seconds):
+    """The id of a `gnt-debug delay` job holding the cluster's locks (an
+    undrained queue may refuse jobs for a moment)."""
+    end = time.monotonic() + 60
+    while True:
+        proc = in_ns("gnt-debug", "delay", "--submit", str(seconds), check=False)
+        found = re.search(r"JobID: (\d+)", proc.stdout + proc.stderr)
+        if found:
+            return found.group(1)
+        assert time.monotonic() < end, proc.stdout + proc.stderr
+        time.sleep(1)
 
 
 def test_verify_behind_another_jobs_locks_names_that_job(cluster, check):
@@ -169,7 +177,7 @@ def test_verify_behind_another_jobs_locks_names_that_job(cluster, check):
     check asks gnt-job which job holds them, cancels verify's jobs, and the
     whole refresh ends within timeout + background.DEADLINE_GRACE."""
     timeout = 15
-    delay = job_id(in_ns("gnt-debug", "delay", "--submit", "45").stdout)
+    delay = submit_delay(45)
     try:
         began = time.monotonic()
         services = check("ganeti_cluster_verify", "--refresh", sections={

@@ -494,12 +494,11 @@ def evaluate(cache, settings, now, refresh_note=None, node=None, hosts=(),
                Metric("ganeti_verify_duration", round(shown.duration, 1), min=0),
                Metric("ganeti_verify_age", int(max(0.0, now - shown.finished)),
                       min=0)]
-    results = [Result(state, SERVICE, summary, details, metrics)]
+    piggy = []
     if settings.piggyback:
         why = None if counted is newest else "; ".join(
             text for state, text in problems if state != OK) or "it did not complete"
         piggy, skipped = _piggyback(counted, hosts, node, now, settings, why, ran)
-        results += piggy
         if skipped:
             details.append("no piggyback service for %s: %s" % (
                 plural(len(skipped), "host"), ", ".join(
@@ -508,7 +507,7 @@ def evaluate(cache, settings, now, refresh_note=None, node=None, hosts=(),
                 + " (not a host name Checkmk accepts: longer than %d characters "
                 "or other characters than letters, digits, '.', '-' and '_')"
                 % HOST_MAX))
-    return results
+    return [Result(state, SERVICE, summary, details, metrics)] + piggy
 
 
 def _is_uuid(text):
