@@ -261,6 +261,36 @@ def kvm_runtime_path(run_dir, instance):
     return kvm_path if isinstance(kvm_path, str) and kvm_path.startswith("/") else None
 
 
+UID_FILE_MAX = 64
+
+
+def kvm_runas_uids(run_dir, instance):
+    """The uids other than root that Ganeti runs `instance`'s qemu as
+    (`-runas`), from its runtime file: `security_model = user` means the
+    uid of `security_domain`, `pool` the uid Ganeti took from the uid pool
+    (`<run_dir>/kvm-hypervisor/uid/<instance>`).  An empty set when it runs
+    as root, or when that cannot be read.
+    """
+    try:
+        hvparams = read_kvm_runtime(run_dir, instance).hvparams
+    except (OSError, ValueError):
+        return set()
+    model = hvparams.get("security_model")
+    if model == "user" and isinstance(hvparams.get("security_domain"), str):
+        import pwd
+        try:
+            return {pwd.getpwnam(hvparams["security_domain"]).pw_uid}
+        except (KeyError, ValueError):
+            return set()
+    if model == "pool":
+        path = os.path.join(run_dir, KVM_RUN_SUBDIR, "uid", instance)
+        try:
+            return {int(read_bounded(path, UID_FILE_MAX).strip())}
+        except (OSError, ValueError):
+            return set()
+    return set()
+
+
 def cluster_hvparams(data_dir, hypervisor="kvm"):
     """The cluster's default hypervisor parameters from
     `ssconf_hvparams_<hypervisor>` as {key: value}; {} when absent.

@@ -8,6 +8,7 @@ size, mtime): 100 instances on one old binary cost one read, and the next
 run none.  A binary without the literal has version None ("unknown").
 """
 
+import errno
 import os
 import stat
 
@@ -66,6 +67,8 @@ def scan(f):
     buf, done = b"", 0
     while True:
         chunk = f.read(CHUNK) if done < MAX_SCAN else b""
+        if chunk is None:  # a "regular" file that would block: /proc/kmsg
+            raise OSError(errno.EAGAIN, "reading would block")
         done += len(chunk)
         buf += chunk
         at = buf.find(MARKER)
@@ -128,7 +131,8 @@ class VersionCache:
 
         The file is opened and checked to still be that identity (a pid can
         be reused between stat and open); OSError propagates.  Only files
-        of root or of the user we run as are read, others give Unread.
+        of root or of the user we run as are read, others give Unread;
+        anything but a regular file is not even opened.
         """
         key = identity(st)
         if key not in self._used and key in self._old:
@@ -136,7 +140,9 @@ class VersionCache:
         if key in self._used:
             fields = self._used[key]
             return Version(*fields) if fields and fields[0] else None
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        if not stat.S_ISREG(st.st_mode):  # opening a device can do something
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
         with os.fdopen(fd, "rb") as f:
             now = os.fstat(f.fileno())
             if not stat.S_ISREG(now.st_mode) or identity(now) != key:

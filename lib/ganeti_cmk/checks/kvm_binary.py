@@ -62,10 +62,12 @@ class Process:
 class Probe:
     """What one scan found."""
 
-    __slots__ = ("processes", "stale", "errors", "kvm_path", "installed", "euid")
+    __slots__ = ("processes", "foreign", "stale", "errors", "kvm_path",
+                 "installed", "euid")
 
     def __init__(self):
         self.processes = []   # Process, Ganeti's instances first
+        self.foreign = []     # (Process, uid): other users' qemu processes
         self.stale = []       # texts: pid files that name no running instance
         self.errors = []      # texts: what could not be read, and why
         self.kvm_path = None  # the cluster's kvm_path ...
@@ -74,6 +76,20 @@ class Probe:
 
 
 NOT_RUNNING = "which is not running (stale pid file)"
+
+
+def trusted_uids():
+    """Whose processes are evidence: root's and those of the user the check
+    runs as.  Anything another user runs is untrusted input (its argv, its
+    mount namespace and the files they name are that user's choice)."""
+    return {0, os.geteuid()}
+
+
+def _foreign(proc, pid, allowed):
+    """The first user id of `pid` (real, effective, saved, fs) not in
+    `allowed`, or None (also when the process is gone)."""
+    return next((uid for uid in procfs.uids(proc, pid) or () if uid not in allowed),
+                None)
 
 
 def _not_the_instance(proc, pid, instance):
@@ -95,9 +111,13 @@ def _not_the_instance(proc, pid, instance):
 def find_instances(proc, run_dir, found, hidden=False):
     """Ganeti's running instances from their pid files, into `found`.
 
-    `hidden`: /proc hides other users' processes, so a pid that seems not
-    to run may just be invisible: not called stale.
+    A process counts only if it runs as root (or the check's user) or as
+    the user Ganeti runs that instance as (-runas): a pid file left behind
+    must not make another user's process, whose -name its owner chose,
+    stand for the instance.  `hidden`: /proc hides other users' processes,
+    so a pid that seems not to run may just be invisible: not called stale.
     """
+    trusted = trusted_uids()
     for instance, pid in ganeti.kvm_pid_files(run_dir):
         if pid is None:
             found.stale.append("%s: the pid file holds no process id" % instance)
@@ -105,6 +125,13 @@ def find_instances(proc, run_dir, found, hidden=False):
         p = Process(pid, instance, True)
         try:
             why = _not_the_instance(proc, pid, instance)
+            uid = None if why else _foreign(proc, pid, trusted)
+            if uid is not None:
+                uid = _foreign(proc, pid, trusted | ganeti.kvm_runas_uids(run_dir, instance))
+            if uid is not None:
+                why = ("a process of uid %d, which is neither root nor the user "
+                       "Ganeti runs the instance as: not taken for the instance"
+                       % uid)
         except PermissionError:
             why, p.denied = None, True
         if why is None:
@@ -127,11 +154,14 @@ def find_others(proc, matches, found):
     """qemu processes Ganeti does not know, by their executable's name.
 
     One readlink per process (a node has ~1000); comm only where that is
-    not permitted (not root: found, to be reported), cmdline only for the
-    few that match.  The executable's name is the real file's: a qemu
-    started as /usr/bin/kvm on Debian 12 is qemu-system-x86_64.
+    not permitted (not root: found, to be reported), cmdline and owner
+    only for the few that match.  The executable's name is the real
+    file's: a qemu started as /usr/bin/kvm on Debian 12 is
+    qemu-system-x86_64.  Other users' processes go to `found.foreign`:
+    listed, never inspected (see trusted_uids).
     """
     known = {p.pid for p in found.processes}
+    trusted = trusted_uids()
     for pid in procfs.pids(proc):
         if pid in known:
             continue
@@ -143,10 +173,14 @@ def find_others(proc, matches, found):
             if name is None or not matches(name):
                 continue
             argv = procfs.cmdline(proc, pid)
+            uid = _foreign(proc, pid, trusted) if argv else None
         except PermissionError:
             continue  # /proc hides it (hidepid): probe() says so once
         if not argv:
             continue  # exited, a zombie, or a kernel thread
+        if uid is not None:
+            found.foreign.append((Process(pid, ganeti.qemu_name(argv), False), uid))
+            continue
         kvm_path = argv[0] if argv[0].startswith("/") else None
         found.processes.append(Process(pid, ganeti.qemu_name(argv), False,
                                        kvm_path))
@@ -389,6 +423,9 @@ def evaluate(found, warn_after, crit_after, now):
 
     details = [_detail(p, now) for p in sorted(
         procs, key=lambda p: (not p.outdated, not p.managed, p.name or "", p.pid))]
+    details += ["not started by Ganeti: %s, run by uid %d: not inspected (only "
+                "root's qemu processes and Ganeti's instances are)" % (p.label(), uid)
+                for p, uid in sorted(found.foreign, key=lambda f: f[0].pid)]
     details += found.stale
     if outdated:
         replaced = sorted({"binary" if p.replaced else "library" for p in outdated})
