@@ -7,7 +7,7 @@ reads (`[paths] ganeti_data_dir`, `ganeti_run_dir`) so tests can use fakes.
 import os
 import time
 
-from .localcheck import NotApplicable
+from .localcheck import CannotTell, NotApplicable
 from .safefile import read_file as read_bounded
 
 # Roles, worded to follow "this node is ...".
@@ -43,34 +43,78 @@ def owners():
 FQDN_FILE = "fqdn"
 FQDN_MAX_AGE = 3600
 FQDN_FILE_MAX = 1024  # two host names of at most 255 bytes each
+FQDN_TIMEOUT = 5.0  # seconds: a resolver that has not answered by then is down
 
 
-def fqdn(state_dir, now=None):
+def fqdn(state_dir, now=None, timeout=FQDN_TIMEOUT):
     """This machine's lower-cased FQDN, as Ganeti names it (socket.getfqdn()).
 
     Remembered for an hour in `<state_dir>/fqdn` with the host name it was
     looked up for: the lookup (resolver, maybe DNS) costs more than half of
-    Python's start-up, and every node would pay it every minute.
+    Python's start-up, and every node would pay it every minute.  The
+    lookup never waits more than `timeout` seconds, nor past the check's
+    deadline (DNS that is down can take 30 s and more).  When it cannot
+    answer, the name remembered last is used, however old; without one, a
+    resolver that says it knows no name gives the host name (as
+    socket.getfqdn does), never remembered, and one that does not answer in
+    time raises CannotTell.
     """
+    from .statefile import read, write_atomically
     host = os.uname().nodename
     path = os.path.join(state_dir, FQDN_FILE)
     now = time.time() if now is None else now
+    known, age = None, None
     try:
-        if now - os.stat(path).st_mtime < FQDN_MAX_AGE:
-            text = read_bounded(path, FQDN_FILE_MAX).decode("utf-8")
-            cached_host, _, name = text.partition("\n")
-            if cached_host == host and name.strip():
-                return name.strip()
+        age = now - os.stat(path).st_mtime
+        cached_host, _, name = read(path, FQDN_FILE_MAX).decode("utf-8").partition("\n")
+        if cached_host == host and name.strip():
+            known = name.strip()
     except (OSError, ValueError):
         pass
-    import socket
-    name = socket.getfqdn().lower().rstrip(".")
+    if known and 0 <= age < FQDN_MAX_AGE:
+        return known
+    from .runner import time_left
+    wait = max(0.1, min(timeout, time_left(timeout + 1) - 1))  # 1 s for the rest
+    name = _lookup_fqdn(host, wait)
+    if not name:
+        if known:
+            return known
+        if name is None:
+            from .words import format_duration
+            raise CannotTell(
+                "cannot tell this node's name: looking up the FQDN of %s did not "
+                "finish within %s (is DNS down?); set [ganeti] node_name to the "
+                "name Ganeti knows this node by" % (host, format_duration(wait)))
+        return host.lower()
+    name = name.lower().rstrip(".")
     try:
-        from .statefile import write_atomically
         write_atomically(path, "%s\n%s\n" % (host, name))
     except OSError:
         pass  # not root, or no state dir: look it up again next time
     return name
+
+
+def _lookup_fqdn(host, timeout):
+    """socket.getfqdn(host), waited for at most `timeout` seconds: the
+    name; False when the resolver knows none; None when it has not
+    answered in time (the lookup thread is left to finish on its own)."""
+    import _thread  # not threading: its import costs start-up time
+    import socket
+    done = _thread.allocate_lock()
+    done.acquire()
+    answer = [None]
+
+    def look():
+        try:
+            name, aliases, _ = socket.gethostbyaddr(host)
+            answer[0] = next((n for n in [name] + aliases if "." in n), name)
+        except Exception:  # OSError, UnicodeError: no name known
+            answer[0] = False
+        finally:
+            done.release()
+    _thread.start_new_thread(look, ())
+    done.acquire(timeout=timeout)
+    return answer[0]
 
 
 def node_name(configured, state_dir):

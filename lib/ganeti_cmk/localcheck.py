@@ -97,6 +97,12 @@ class NotApplicable(Exception):
     """
 
 
+class CannotTell(Exception):
+    """Raised by a check that cannot decide (what it needs did not answer
+    in time): its service is one UNKNOWN line with this text, which says
+    what failed and what to do."""
+
+
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 _METRIC_CHARS = _ALNUM | {"_"}
 _HOST_CHARS = _ALNUM | set("._-")

@@ -12,8 +12,8 @@ import errno
 import os
 import stat
 
-from .safefile import read_file
-from .statefile import write_atomically
+from .safefile import describe
+from .statefile import UnsafeState, read, write_atomically
 
 MARKER = b"QEMU emulator version "
 _VERSION = (rb"QEMU emulator version ([0-9][0-9A-Za-z.+~_-]{0,40})"
@@ -98,13 +98,16 @@ class VersionCache:
     written back, so the file holds what the running processes and the
     installed binaries need.  A missing, corrupt or unwritable cache only
     costs reads; one that is not a plain file (a link, a FIFO) or is longer
-    than CACHE_MAX is not read, and replaced.
+    than CACHE_MAX is not read, and replaced.  A state_dir another user
+    could have written to is not used at all: `problem` says why and how
+    to fix it.
     """
 
     def __init__(self, state_dir, log=lambda message: None):
         self.path = os.path.join(state_dir, CACHE_FILE) if state_dir else None
         self.log = log
         self.reads = 0
+        self.problem = None
         self._old = self._load()
         self._used = {}
 
@@ -113,8 +116,12 @@ class VersionCache:
         if not self.path:
             return entries
         try:
-            text = read_file(self.path, CACHE_MAX).decode("utf-8", "replace")
+            text = read(self.path, CACHE_MAX).decode("utf-8", "replace")
         except FileNotFoundError:
+            return entries
+        except UnsafeState as e:
+            self.problem = describe(e)
+            self.path = None
             return entries
         except OSError as e:
             self.log("version cache %s unreadable (%s), starting afresh"
@@ -165,5 +172,7 @@ class VersionCache:
                        for key in sorted(self._used))
         try:
             write_atomically(self.path, text)
+        except UnsafeState as e:
+            self.problem = describe(e)
         except OSError as e:
             self.log("cannot write version cache %s (%s)" % (self.path, e))

@@ -15,8 +15,8 @@ except ImportError:  # pragma: no cover - other Python implementations
 
 from . import __version__
 from .config import DEFAULTS, Config, parse_duration
-from .localcheck import (MAX_TEXT, UNKNOWN, WARN, NotApplicable, Result,
-                         render_local, render_nagios, worst)
+from .localcheck import (MAX_TEXT, UNKNOWN, WARN, CannotTell, NotApplicable,
+                         Result, render_local, render_nagios, worst)
 from .words import format_duration
 
 
@@ -88,6 +88,15 @@ def arm_deadline(seconds):
         signal.setitimer(signal.ITIMER_REAL, seconds)
 
 
+def time_left(default):
+    """Seconds until the armed deadline; `default` when none is armed."""
+    if hasattr(signal, "getitimer"):
+        left = signal.getitimer(signal.ITIMER_REAL)[0]
+        if left:
+            return left
+    return default
+
+
 def extend_deadline(seconds):
     """Move a running check's deadline to `seconds` from now.
 
@@ -113,6 +122,8 @@ def run_check(check, ctx):
     except NotApplicable as e:
         ctx.not_applicable = str(e)
         return None
+    except CannotTell as e:
+        results = [Result(UNKNOWN, check.service, str(e))]
     except DeadlineExceeded:
         if ctx.debug:
             raise

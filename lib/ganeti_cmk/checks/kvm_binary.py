@@ -405,17 +405,23 @@ def _detail(p, now):
     return text
 
 
-def evaluate(found, warn_after, crit_after, now):
-    """The one Result for a Probe."""
+def evaluate(found, warn_after, crit_after, now, cache_problem=None):
+    """The one Result for a Probe.
+
+    `cache_problem`: why the version cache could not be used (an unsafe
+    state_dir): WARN, the verdict itself still holds.
+    """
     procs = found.processes
     outdated = [p for p in procs if p.outdated]
     problems = _problems(found)
     states = [OK] + [_age_state(now - p.since, warn_after, crit_after) for p in outdated]
-    state = worst(states + ([UNKNOWN] if problems else []))
+    state = worst(states + ([UNKNOWN] if problems else [])
+                  + ([WARN] if cache_problem else []))
+    cache_note = ["version cache not used: " + cache_problem] if cache_problem else []
     # Fewer names until it fits: the counts and the remedy must not be cut.
     def build(limit):
-        summary = "; ".join(_outdated_clauses(found, outdated, now, limit) + problems
-                            or [_all_current(found)])
+        summary = "; ".join((_outdated_clauses(found, outdated, now, limit) + problems
+                             or [_all_current(found)]) + cache_note)
         if outdated and state == OK:
             summary += " (WARN after %s)" % format_duration(warn_after)
         return summary
@@ -556,7 +562,7 @@ def run(ctx):
     cache.save()
     ctx.log("%d qemu processes, %d version reads, stale pid files: %d"
             % (len(found.processes), cache.reads, len(found.stale)))
-    return [evaluate(found, s.warn_after, s.crit_after, time.time())]
+    return [evaluate(found, s.warn_after, s.crit_after, time.time(), cache.problem)]
 
 
 CHECK = Check(
