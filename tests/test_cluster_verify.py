@@ -231,7 +231,11 @@ def test_nothing_off_the_master_and_a_reason_by_hand(cluster, setup, reason):
     proc = cluster.run()
     assert proc.stdout == ""
     proc = cluster.run("--refresh", "--human")
-    assert proc.stdout == "" and reason in proc.stderr
+    assert proc.stdout.startswith("-        Ganeti verify: not monitored here: ")
+    assert reason in proc.stdout and proc.stderr == ""
+    proc = cluster.run("--nagios")
+    assert proc.stdout.startswith("OK - not applicable here: ") and reason in proc.stdout
+    assert proc.returncode == 0
     assert cluster.verifies() == [] and not cluster.cache.exists()
 
 
