@@ -23,8 +23,7 @@ from ganeti_cmk import procfs
 from ganeti_cmk.checks import kvm_binary
 from ganeti_cmk.localcheck import OK, WARN
 from ganeti_cmk.qemu_version import VersionCache
-from kvm_doubles import (NAME, NAMES, Node, doubles, install, public_dir,  # noqa: F401
-                         wait_for_pidfile, wait_until)
+from kvm_doubles import NAME, NAMES, Node, install, wait_for_pidfile, wait_until
 
 SERVICE = "KVM binary versions"
 NOBODY = 65534
