@@ -75,11 +75,11 @@ def read(path, limit):
     return read_file(path, limit, private=True)
 
 
-def write_atomically(path, text):
+def write_atomically(path, text, mode=0o600):
     """Replace `path` with `text`; a reader sees the old file or the new.
 
     The directory is created if missing (make_dir).  The temporary file is
-    created exclusively (0600), so a link planted in its place is never
+    created exclusively (`mode`, never writable by others), so a link planted in its place is never
     followed; a write that comes up short (a full file system) raises
     instead of leaving a cut file.  Temporary files that killed writers
     left behind are removed.  OSError propagates.
@@ -92,7 +92,7 @@ def write_atomically(path, text):
         os.unlink(tmp)
     data = text.encode("utf-8")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                 | os.O_CLOEXEC, 0o600)
+                 | os.O_CLOEXEC, mode & 0o644)
     try:
         try:
             view = memoryview(data)
