@@ -96,3 +96,13 @@ def test_status_shows_a_bad_key_only_on_the_check_that_reads_it(tmp_path):
     data = {e["service"]: e for e in json.loads(out)}
     assert "[kvm_binary] crit_after: 'soon'" in data["KVM binary versions"]["summary"]
     assert "crit_after" not in data["Ganeti verify"]["summary"]
+
+
+def test_status_with_stdout_closed_is_no_traceback(tmp_path):
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.path.join(ROOT, "lib"),
+           "MK_CONFDIR": str(tmp_path), "MK_VARDIR": str(tmp_path)}
+    proc = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m",
+                           "ganeti_cmk", "status"], stdin=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, universal_newlines=True, env=env,
+                          timeout=60, cwd="/")
+    assert proc.stderr == "" and proc.returncode in (0, 1, 2, 3)

@@ -9,7 +9,8 @@ from . import __version__
 from .checks import NAMES, load, load_all
 from .human import render_human, render_not_applicable
 from .localcheck import OK, Result, render_local, render_nagios, worst
-from .runner import Context, add_common_arguments, quiet_stdout, run_check, write
+from .runner import (Context, add_common_arguments, guard_std_fds, quiet_stdout,
+                     run_check, write)
 from .runner import main as run_main
 
 
@@ -82,6 +83,7 @@ def as_json(result):
 
 
 def main(argv=None):
+    guard_std_fds()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "run":
         return run_main(load(args.check), args.options)
