@@ -202,6 +202,40 @@ def kvm_pid_files(run_dir):
     return sorted(found)
 
 
+NOT_RUNNING = "which is not running (stale pid file)"
+
+
+def instance_process_problem(proc, pid, instance):
+    """Why `pid`, from `instance`'s pid file, is not that instance's qemu
+    (a text to follow "the pid file names pid N, "), or None when it is.
+
+    As Ganeti checks it: the process is alive (not a zombie) and its
+    `-name` is the instance, so a reused pid is never taken for it.
+    PermissionError propagates (/proc hides the process: not root).
+    """
+    from . import procfs
+    argv = procfs.cmdline(proc, pid)
+    if argv is None:
+        return NOT_RUNNING
+    if not argv:
+        if procfs.state(proc, pid) == "Z":
+            return "a zombie (the instance has exited)"
+        return NOT_RUNNING
+    name = qemu_name(argv)
+    if name != instance:
+        return "another process (-name %s): the pid was reused" % (
+            name if name is not None else "missing")
+    return None
+
+
+def running_instances(proc, run_dir):
+    """{instance: pid} of the KVM instances whose qemu runs on this node:
+    a pid file naming a live process with that `-name`.  PermissionError
+    propagates (pid files or /proc not readable: not root)."""
+    return {instance: pid for instance, pid in kvm_pid_files(run_dir)
+            if pid is not None and instance_process_problem(proc, pid, instance) is None}
+
+
 class KvmRuntime:
     """An instance's runtime file: what its qemu was started with.
 
