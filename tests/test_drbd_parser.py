@@ -97,10 +97,10 @@ def test_torn_file():
     parsed = drbd.parse(fixture("torn.txt"))
     assert parsed.torn
     problems = [(d.minor, d.problem) for d in parsed.devices]
-    assert problems[0] == (0, None)
+    assert problems[0] == (0, "minor 0 appears twice: the file changed while it was read")
     assert problems[1] == (1, "not a DRBD status line")
     assert problems[2] == (2, "oos:4x96 is not a number of KiB")
-    assert "appears twice" in problems[3][1]
+    assert len(problems) == 4
     last = parsed.devices[-1]
     assert last.minor == 3 and last.sync.percent == 5 and last.sync.left is None
 

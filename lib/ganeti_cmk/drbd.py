@@ -170,14 +170,14 @@ def parse(text):
             result.version, result.major = found
     if result.version is None and header:
         result.problems.append("no version line (first line: %s)" % _short(header[0], 80))
-    seen = set()
+    seen = {}
     for minor, lines in blocks:
-        device = parse_block(minor, lines)
-        if minor in seen:
-            device.problem = ("minor %d appears twice: the file changed while "
-                              "it was read" % minor)
-        seen.add(minor)
-        result.devices.append(device)
+        if minor in seen:  # one status per minor: which one is now is unknown
+            seen[minor].problem = ("minor %d appears twice: the file changed "
+                                   "while it was read" % minor)
+            continue
+        seen[minor] = parse_block(minor, lines)
+        result.devices.append(seen[minor])
     return result
 
 

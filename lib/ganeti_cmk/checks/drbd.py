@@ -547,11 +547,6 @@ def evaluate(p, s, now):
             p.proc_drbd, "; ".join(parsed.problems))))
     verdicts = [judge(d, p.owners.get(d.minor), s, p, now)
                 for d in parsed.configured()]
-    taken = {}
-    for v in verdicts:  # never the same service twice, whatever the input
-        if v.service in taken:
-            v.service = "DRBD minor %d" % v.device.minor
-        taken[v.service] = v
     node = _node_result(p, s, verdicts, problems)
     if s.summary:
         return [node]
@@ -563,7 +558,8 @@ def _node_result(p, s, verdicts, problems):
     parsed = p.drbd
     bad = sorted((v for v in verdicts if v.state != OK),
                  key=lambda v: (-v.state.rank, v.service.startswith("DRBD minor"),
-                                v.label, v.device.minor))
+                                "" if v.service.startswith("DRBD minor") else v.label,
+                                v.device.minor))
     state = worst([problem.state for problem in problems]
                   + ([v.state for v in bad] if s.summary else []))
     version = "DRBD %s" % (parsed.version or "(version unknown)")
