@@ -200,6 +200,7 @@ def test_torn_file_gives_unknown_for_the_torn_minors_only(tmp_path):
     assert minors[1]["state"] == "3" and "cs:Connected ro:Seco" in minors[1]["summary"]
     assert minors[2]["state"] == "3" and "oos:4x96" in minors[2]["summary"]
     assert minors[3]["state"] == "1" and "5.0% done" in minors[3]["summary"]
+    assert minors[0]["metrics"] == {}  # which of the two is now is unknown
 
 
 def test_drbd9_is_unknown(tmp_path):

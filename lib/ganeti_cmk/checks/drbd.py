@@ -385,17 +385,17 @@ def judge(d, owner, s, p, now):
         problems.append(Problem(UNKNOWN, "cannot read minor %d's status in "
                                 "%s (%s): %s" % (d.minor, p.proc_drbd,
                                                  d.problem, d.raw)))
-    elif d.unknown:
-        problems.append(Problem(UNKNOWN, "unknown DRBD state %s: %s" % (
-            " ".join(d.unknown), d.raw)))
-    if d.cs is not None and d.role is not None:
+    else:  # a torn block's words may be from before or after: not judged
+        if d.unknown:
+            problems.append(Problem(UNKNOWN, "unknown DRBD state %s: %s" % (
+                " ".join(d.unknown), d.raw)))
         problems += _connection(d, s, p, now, info)
         problems += _disks(d)
         problems += _roles(d, s, p, now, instance)
-    if d.oos is not None:
-        v.metrics.append(Metric("drbd_oos_bytes", d.oos, min=0))
-    if d.sync is not None and d.sync.percent is not None and not d.sync.verify:
-        v.metrics.append(Metric("drbd_sync_percent", d.sync.percent, min=0, max=100))
+        if d.oos is not None:
+            v.metrics.append(Metric("drbd_oos_bytes", d.oos, min=0))
+        if d.sync is not None and d.sync.percent is not None and not d.sync.verify:
+            v.metrics.append(Metric("drbd_sync_percent", d.sync.percent, min=0, max=100))
     problems.sort(key=lambda problem: problem.state.rank, reverse=True)
     v.state = worst(problem.state for problem in problems)
     status = "" if d.problem else " (drbd%d: %s)" % (d.minor, _status(d))
