@@ -548,3 +548,17 @@ def test_a_state_file_of_another_user_is_refused(tmp_path):
     services = run_here(node)
     assert any("unreadable" in d and "owned by uid 65534" in d
                for d in services[NODE]["details"])
+
+
+@needs_root
+def test_cluster_configuration_unreadable_as_another_user_is_unknown():
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)
+        node = Node(Path(tmp))
+        _config_data(node, ["drbd"])
+        os.chmod(str(node.data / "config.data"), 0o600)
+        for path in (node.root, node.run, node.sys, node.data, node.sys / "module"):
+            os.chmod(str(path), 0o755)
+        services = run_agent("ganeti_drbd", Path(tmp), node.config(), user=65534)
+        assert services[NODE]["state"] == "3"
+        assert services[NODE]["summary"].endswith("run the check as root")

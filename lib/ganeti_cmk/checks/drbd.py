@@ -93,7 +93,6 @@ class Probe:
 
 def read_proc_drbd(path):
     """The parsed file, read a second time when the first read looks torn."""
-    parsed = None
     for _ in range(2):
         parsed = drbd.parse(read_file(path, PROC_DRBD_MAX).decode("utf-8", "replace"))
         if not parsed.torn:
@@ -120,6 +119,10 @@ def not_loaded(s, log):
                 "minor" if len(minors) == 1 else "minors", some(map(str, minors), 10)))
         try:
             templates = ganeti.enabled_disk_templates(s.data_dir)
+        except PermissionError as e:
+            return Result(UNKNOWN, SERVICE, "no %s, and whether this node needs "
+                          "DRBD is unknown: cannot read the cluster configuration "
+                          "(%s): run the check as root" % (s.proc_drbd, describe(e)))
         except (OSError, ValueError) as e:
             templates = None
             unsure = "cannot read the cluster configuration: %s" % (
