@@ -562,3 +562,28 @@ def test_cluster_configuration_unreadable_as_another_user_is_unknown():
         services = run_agent("ganeti_drbd", Path(tmp), node.config(), user=65534)
         assert services[NODE]["state"] == "3"
         assert services[NODE]["summary"].endswith("run the check as root")
+
+
+NAMES = st.one_of(
+    st.binary(max_size=80),
+    st.builds(lambda name, role, disk: ("%s %s %s\n" % (name, role, disk)).encode(
+        "utf-8", "surrogateescape"),
+        st.text(max_size=40), st.sampled_from(["primary", "secondary", "x"]),
+        st.sampled_from(["disk/0", "disk/1", "not_visible", "disk/x", "../x"])),
+    st.sampled_from([b"web1.example.com primary disk/0\n",
+                     b"web1.example.com secondary disk/0\n"]))
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(names=st.dictionaries(st.integers(0, 27), NAMES, max_size=12))
+def test_any_bdev_cache_keeps_every_device_with_one_valid_name(names):
+    with tempfile.TemporaryDirectory() as tmp:
+        node = Node(Path(tmp), fixture(FORMS[0]))
+        for minor, content in names.items():
+            node.cache(minor, content)
+        services = run_here(node)  # the grammar refuses a repeated service
+        assert len(services) == 1 + len(EXPECTED)
+        for name in services:
+            assert name == NODE or name.startswith("DRBD minor ") or \
+                name.split()[2] in ("disk/0", "disk/1", "not_visible")
