@@ -587,3 +587,17 @@ def test_any_bdev_cache_keeps_every_device_with_one_valid_name(names):
         for name in services:
             assert name == NODE or name.startswith("DRBD minor ") or \
                 name.split()[2] in ("disk/0", "disk/1", "not_visible")
+
+
+def test_timers_run_beside_an_unknown_word_and_survive_a_torn_read(tmp_path):
+    waiting = ("version: 8.4.11 (api:1/proto:86-101)\n"
+               " 7: cs:WFConnection ro:Primary/Unknown ds:Glowing/DUnknown C r-----\n"
+               "    ns:0 nr:0 dw:0 dr:0 al:0 bm:0 lo:0 pe:0 ua:0 ap:0 ep:1 wo:f oos:0\n")
+    node = Node(tmp_path, waiting)
+    _save_state(node, {"7:disconnected": time.time() - 20 * 60})
+    minor = by_minor(run_here(node))[7]
+    assert minor["state"] == "2"  # CRIT after the grace, beside the UNKNOWN word
+    assert "ds:Glowing" in minor["summary"] and "for 20 min" in minor["summary"]
+    node.proc_drbd.write_text(waiting.replace("ro:Primary/Unknown ds:Glowing/DUnknown", "ro:Pri"))
+    assert by_minor(run_here(node))[7]["state"] == "3"
+    assert "7:disconnected" in json.loads(node.state_file().read_text())["since"]

@@ -211,7 +211,7 @@ def timed_conditions(devices):
     """{"minor:condition"} that count only when they last."""
     keys = set()
     for d in devices:
-        if d.problem or d.unknown:
+        if d.problem:  # torn: its timers are kept, not judged
             continue
         if d.cs in WAITING:
             keys.add("%d:%s" % (d.minor, DISCONNECTED))
@@ -271,7 +271,7 @@ def keep_time(state_dir, devices, now, p):
     import json
     path = os.path.join(state_dir, STATE_FILE)
     conditions = timed_conditions(devices)
-    unsure = {str(d.minor) for d in devices if d.problem or d.unknown}
+    unsure = {str(d.minor) for d in devices if d.problem}
     if not conditions and not unsure and not os.path.lexists(path):
         return
     state = update_timers(load_state(path, p.notes), conditions, now, unsure)
