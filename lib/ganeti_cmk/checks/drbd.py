@@ -610,8 +610,9 @@ CHECK = Check(
     "drbd", SERVICE, run=run, settings=Settings, defaults=DEFAULTS,
     description="Checkmk local check: does every DRBD disk of this Ganeti "
     "node replicate?  One service per device, named by instance and disk.",
-    epilog="States: OK Connected and UpToDate/UpToDate; WARN resync, out of "
-    "sync, not connected (CRIT after [drbd] disconnected_grace), Primary/"
-    "Primary (CRIT after\n[drbd] dual_primary_grace); CRIT StandAlone, a "
-    "local or peer disk without data, Secondary under a running qemu, drbd "
-    "module not loaded;\nUNKNOWN unknown states (raw text shown), DRBD 9.")
+    epilog="States: OK Connected, UpToDate/UpToDate (either role order);\n"
+    "WARN resync, out of sync, not connected or Primary/Primary (CRIT after\n"
+    "[drbd] disconnected_grace / dual_primary_grace);\n"
+    "CRIT StandAlone, a local or peer disk without its data, Secondary under\n"
+    "a running qemu, drbd module not loaded where the cluster needs it;\n"
+    "UNKNOWN states DRBD 8 does not write (raw text shown), DRBD 9.")
