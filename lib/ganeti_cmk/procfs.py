@@ -109,6 +109,12 @@ def uids(proc, pid):
     return None
 
 
+def foreign_uid(proc, pid, allowed):
+    """The first user id of `pid` (real, effective, saved, fs) that is not
+    in `allowed`, or None (also when the process is gone)."""
+    return next((uid for uid in uids(proc, pid) or () if uid not in allowed), None)
+
+
 def cpu(proc):
     """(vendor, flags) of the first processor in /proc/cpuinfo; (None, set())
     when it cannot be read."""

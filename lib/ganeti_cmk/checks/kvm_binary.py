@@ -17,6 +17,7 @@ from .. import ganeti, procfs
 from ..localcheck import CRIT, OK, UNKNOWN, WARN, Metric, Result, worst
 from ..qemu_version import VersionCache
 from ..runner import Check
+from ..safefile import trusted_owners
 from ..words import fit, format_duration, plural, some
 
 SERVICE = "KVM binary versions"
@@ -75,68 +76,26 @@ class Probe:
         self.euid = 0         # who looked
 
 
-NOT_RUNNING = "which is not running (stale pid file)"
-
-
-def trusted_uids():
-    """Whose processes are evidence: root's and those of the user the check
-    runs as.  Anything another user runs is untrusted input (its argv, its
-    mount namespace and the files they name are that user's choice)."""
-    return {0, os.geteuid()}
-
-
-def _foreign(proc, pid, allowed):
-    """The first user id of `pid` (real, effective, saved, fs) not in
-    `allowed`, or None (also when the process is gone)."""
-    return next((uid for uid in procfs.uids(proc, pid) or () if uid not in allowed),
-                None)
-
-
-def _not_the_instance(proc, pid, instance):
-    """Why `pid` from `instance`'s pid file is not that instance, or None."""
-    argv = procfs.cmdline(proc, pid)
-    if argv is None:
-        return NOT_RUNNING
-    if not argv:
-        if procfs.state(proc, pid) == "Z":
-            return "a zombie (the instance has exited)"
-        return NOT_RUNNING
-    name = ganeti.qemu_name(argv)
-    if name != instance:
-        return "another process (-name %s): the pid was reused" % (
-            name if name is not None else "missing")
-    return None
-
-
 def find_instances(proc, run_dir, found, hidden=False):
     """Ganeti's running instances from their pid files, into `found`.
 
-    A process counts only if it runs as root (or the check's user) or as
-    the user Ganeti runs that instance as (-runas): a pid file left behind
-    must not make another user's process, whose -name its owner chose,
-    stand for the instance.  `hidden`: /proc hides other users' processes,
-    so a pid that seems not to run may just be invisible: not called stale.
+    A process counts only as ganeti.instance_process_problem allows: alive,
+    its -name the instance, run by root or the instance's -runas user.
+    `hidden`: /proc hides other users' processes, so a pid that seems not
+    to run may just be invisible: not called stale.
     """
-    trusted = trusted_uids()
     for instance, pid in ganeti.kvm_pid_files(run_dir):
         if pid is None:
             found.stale.append("%s: the pid file holds no process id" % instance)
             continue
         p = Process(pid, instance, True)
         try:
-            why = _not_the_instance(proc, pid, instance)
-            uid = None if why else _foreign(proc, pid, trusted)
-            if uid is not None:
-                uid = _foreign(proc, pid, trusted | ganeti.kvm_runas_uids(run_dir, instance))
-            if uid is not None:
-                why = ("a process of uid %d, which is neither root nor the user "
-                       "Ganeti runs the instance as: not taken for the instance"
-                       % uid)
+            why = ganeti.instance_process_problem(proc, pid, instance, run_dir)
         except PermissionError:
             why, p.denied = None, True
         if why is None:
             found.processes.append(p)
-        elif not (hidden and why == NOT_RUNNING):
+        elif not (hidden and why == ganeti.NOT_RUNNING):
             found.stale.append("%s: the pid file names pid %d, %s"
                                % (instance, pid, why))
 
@@ -158,10 +117,11 @@ def find_others(proc, matches, found):
     only for the few that match.  The executable's name is the real
     file's: a qemu started as /usr/bin/kvm on Debian 12 is
     qemu-system-x86_64.  Other users' processes go to `found.foreign`:
-    listed, never inspected (see trusted_uids).
+    listed, never inspected: their argv, mount namespace and the files
+    they name are that user's choice.
     """
     known = {p.pid for p in found.processes}
-    trusted = trusted_uids()
+    trusted = trusted_owners()
     for pid in procfs.pids(proc):
         if pid in known:
             continue
@@ -173,7 +133,7 @@ def find_others(proc, matches, found):
             if name is None or not matches(name):
                 continue
             argv = procfs.cmdline(proc, pid)
-            uid = _foreign(proc, pid, trusted) if argv else None
+            uid = procfs.foreign_uid(proc, pid, trusted) if argv else None
         except PermissionError:
             continue  # /proc hides it (hidepid): probe() says so once
         if not argv:
