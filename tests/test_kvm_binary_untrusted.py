@@ -225,3 +225,17 @@ def test_instance_run_as_its_runas_user_is_checked(shared, doubles, tmp_path, mo
     out = check(shared, tmp_path)
     assert out["state"] == str(int(WARN)), out
     assert out["summary"].startswith("1 of 1 instance runs a replaced KVM binary: web1 ")
+
+
+def test_running_instances_never_counts_another_users_process(shared, doubles):
+    """The same rule for every check that asks which instances run (DRBD)."""
+    from ganeti_cmk import ganeti
+    binary = users_copy(shared, doubles["old"])
+    ghost = start_as_nobody(shared, binary, binary, name="web1")
+    with open(shared.pid_file("web1"), "w") as f:
+        f.write("%d\n" % ghost.pid)
+    assert ganeti.running_instances("/proc", shared.run_dir) == {}
+    hvparams = {"security_model": "user", "security_domain": "nobody"}
+    with open(os.path.join(shared.kvm_dir, "conf", "web1.runtime"), "w") as f:
+        json.dump([[binary], [], hvparams, []], f)
+    assert ganeti.running_instances("/proc", shared.run_dir) == {"web1": ghost.pid}
