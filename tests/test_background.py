@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from ganeti_cmk import background
+from ganeti_cmk import background, statefile
 from ganeti_cmk.localcheck import CRIT, OK, WARN
 
 SH = "/bin/sh"
@@ -25,7 +25,7 @@ def parse(returncode, stdout, stderr):
 
 def task(tmp_path, script="echo hello", timeout=10, max_age=60, **kwargs):
     state_dir = str(tmp_path / "state")
-    background.make_state_dir(state_dir)
+    statefile.make_dir(state_dir)
     return background.Task("demo", "kvm_device", [SH, "-c", script], parse,
                            state_dir, timeout, max_age,
                            str(tmp_path / "none.cfg"), **kwargs)
@@ -92,7 +92,7 @@ def test_a_command_that_cannot_start_is_an_error_not_a_crash(tmp_path):
 
 def test_a_held_lock_means_no_second_run(tmp_path):
     t = task(tmp_path, "echo ran >> %s" % (tmp_path / "runs"))
-    background.make_state_dir(t.state_dir)
+    statefile.make_dir(t.state_dir)
     with open(t.lock, "w") as holder:
         fcntl.flock(holder, fcntl.LOCK_EX)
         holder.write("%d %d\n" % (os.getpid(), time.time() - 50))
@@ -146,7 +146,7 @@ def test_an_unreadable_cache_is_replaced_by_the_next_refresh(tmp_path, monkeypat
     t = task(tmp_path)
     monkeypatch.setattr(background, "spawn_refresh",
                         lambda task: background.Problem(OK, "started"))
-    background.make_state_dir(t.state_dir)
+    statefile.make_dir(t.state_dir)
     with open(t.cache, "w") as f:
         f.write("{not json")
     record, note = background.latest(t, time.time(), print)
@@ -260,7 +260,7 @@ def test_a_lock_held_longer_than_a_refresh_takes_is_named(tmp_path, held, state)
 def test_a_lock_held_by_a_process_that_never_recorded_itself(tmp_path):
     """Someone else's flock: held since that process started."""
     t = task(tmp_path, timeout=10)
-    background.make_state_dir(t.state_dir)
+    statefile.make_dir(t.state_dir)
     open(t.lock, "w").close()
     holder = subprocess.Popen(["flock", t.lock, "sleep", "600"])
     try:

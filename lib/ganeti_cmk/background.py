@@ -50,8 +50,7 @@ from . import procfs
 from .command import KILL_GRACE, run_bounded
 from .localcheck import CRIT, OK, WARN, Problem, sanitize, worst
 from .runner import extend_deadline
-from .safefile import read_file
-from .statefile import write_atomically
+from . import statefile
 from .words import format_duration
 
 MIB = 1 << 20
@@ -118,13 +117,13 @@ def systemd_run(path, system_dir):
 def read_cache(task):
     """The cached record of `task` as a dict, None when there is none.
 
-    Read with safefile.read_file (no link, no FIFO, ours, at most
+    Read with statefile.read (no link, no FIFO, ours, private, at most
     MAX_CACHE).  ValueError when the file is not a record this version
     wrote, in any way (nesting, types, NaN): the next refresh replaces it.
     """
     import json
     try:
-        data = read_file(task.cache, MAX_CACHE)
+        data = statefile.read(task.cache, MAX_CACHE)
     except FileNotFoundError:
         return None
     try:
@@ -197,8 +196,8 @@ def write_cache(task, record):
 
     Never more than the reader accepts (MAX_CACHE): without the last
     complete record first, then without what the command said.  Every
-    write and the final size are checked (OSError).  An empty directory
-    in its place is removed (OSError for another one).
+    write and the final size are checked (statefile; OSError).  An empty
+    directory in its place is removed (OSError for another one).
     """
     import json
     text = json.dumps(record, allow_nan=False)
@@ -213,12 +212,7 @@ def write_cache(task, record):
         text = json.dumps(record, allow_nan=False)
     if os.path.isdir(task.cache) and not os.path.islink(task.cache):
         os.rmdir(task.cache)
-    write_atomically(task.cache, text, mode=0o600)
-    size = os.lstat(task.cache).st_size
-    if size != len(text):
-        import errno
-        raise OSError(errno.EIO, "%d of %d bytes written" % (size, len(text)),
-                      task.cache)
+    statefile.write_atomically(task.cache, text)
 
 
 def complete_record(record):
@@ -514,7 +508,7 @@ def refresh(task, wait, log):
     wait=True (--refresh): wait for a running refresh and use its record
     when it finished after we asked; else run our own.
     """
-    make_state_dir(task.state_dir)
+    statefile.make_dir(task.state_dir)
     asked = time.time()
     lock = Lock(task.lock)
     patience = task.timeout + KILL_GRACE + 10 if wait else 0
@@ -636,15 +630,6 @@ def os_problem(e):
     return text
 
 
-def make_state_dir(state_dir):
-    try:
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    except FileExistsError:  # a file
-        import errno
-        raise OSError(errno.ENOTDIR, "not a directory ([paths] state_dir)",
-                      state_dir)
-
-
 def fresh(task, record, now):
     """Younger than max_age, and not from the future (the clock jumped)."""
     return -CLOCK_SLACK <= now - record["finished"] < task.max_age
@@ -690,7 +675,7 @@ def latest(task, now, log):
                 record["finished"] - now)
     lock = Lock(task.lock)
     try:
-        make_state_dir(task.state_dir)
+        statefile.make_dir(task.state_dir)
         free = lock.acquire(record=False)
         lock.release()
         if free:

@@ -7,8 +7,9 @@ reads (`[paths] ganeti_data_dir`, `ganeti_run_dir`) so tests can use fakes.
 import os
 import time
 
-from .localcheck import NotApplicable
+from .localcheck import CannotTell, NotApplicable
 from .safefile import read_file as read_bounded
+from .safefile import trusted_owners
 
 # Roles, worded to follow "this node is ...".
 MASTER = "the master"
@@ -43,34 +44,78 @@ def owners():
 FQDN_FILE = "fqdn"
 FQDN_MAX_AGE = 3600
 FQDN_FILE_MAX = 1024  # two host names of at most 255 bytes each
+FQDN_TIMEOUT = 5.0  # seconds: a resolver that has not answered by then is down
 
 
-def fqdn(state_dir, now=None):
+def fqdn(state_dir, now=None, timeout=FQDN_TIMEOUT):
     """This machine's lower-cased FQDN, as Ganeti names it (socket.getfqdn()).
 
     Remembered for an hour in `<state_dir>/fqdn` with the host name it was
     looked up for: the lookup (resolver, maybe DNS) costs more than half of
-    Python's start-up, and every node would pay it every minute.
+    Python's start-up, and every node would pay it every minute.  The
+    lookup never waits more than `timeout` seconds, nor past the check's
+    deadline (DNS that is down can take 30 s and more).  When it cannot
+    answer, the name remembered last is used, however old; without one, a
+    resolver that says it knows no name gives the host name (as
+    socket.getfqdn does), never remembered, and one that does not answer in
+    time raises CannotTell.
     """
+    from .statefile import read, write_atomically
     host = os.uname().nodename
     path = os.path.join(state_dir, FQDN_FILE)
     now = time.time() if now is None else now
+    known, age = None, None
     try:
-        if now - os.stat(path).st_mtime < FQDN_MAX_AGE:
-            text = read_bounded(path, FQDN_FILE_MAX).decode("utf-8")
-            cached_host, _, name = text.partition("\n")
-            if cached_host == host and name.strip():
-                return name.strip()
+        age = now - os.stat(path).st_mtime
+        cached_host, _, name = read(path, FQDN_FILE_MAX).decode("utf-8").partition("\n")
+        if cached_host == host and name.strip():
+            known = name.strip()
     except (OSError, ValueError):
         pass
-    import socket
-    name = socket.getfqdn().lower().rstrip(".")
+    if known and 0 <= age < FQDN_MAX_AGE:
+        return known
+    from .runner import time_left
+    wait = max(0.1, min(timeout, time_left(timeout + 1) - 1))  # 1 s for the rest
+    name = _lookup_fqdn(host, wait)
+    if not name:
+        if known:
+            return known
+        if name is None:
+            from .words import format_duration
+            raise CannotTell(
+                "cannot tell this node's name: looking up the FQDN of %s did not "
+                "finish within %s (is DNS down?); set [ganeti] node_name to the "
+                "name Ganeti knows this node by" % (host, format_duration(wait)))
+        return host.lower()
+    name = name.lower().rstrip(".")
     try:
-        from .statefile import write_atomically
         write_atomically(path, "%s\n%s\n" % (host, name))
     except OSError:
         pass  # not root, or no state dir: look it up again next time
     return name
+
+
+def _lookup_fqdn(host, timeout):
+    """socket.getfqdn(host), waited for at most `timeout` seconds: the
+    name; False when the resolver knows none; None when it has not
+    answered in time (the lookup thread is left to finish on its own)."""
+    import _thread  # not threading: its import costs start-up time
+    import socket
+    done = _thread.allocate_lock()
+    done.acquire()
+    answer = [None]
+
+    def look():
+        try:
+            name, aliases, _ = socket.gethostbyaddr(host)
+            answer[0] = next((n for n in [name] + aliases if "." in n), name)
+        except Exception:  # OSError, UnicodeError: no name known
+            answer[0] = False
+        finally:
+            done.release()
+    _thread.start_new_thread(look, ())
+    done.acquire(timeout=timeout)
+    return answer[0]
 
 
 def node_name(configured, state_dir):
@@ -202,6 +247,52 @@ def kvm_pid_files(run_dir):
     return sorted(found)
 
 
+NOT_RUNNING = "which is not running (stale pid file)"
+
+
+def instance_process_problem(proc, pid, instance, run_dir=None):
+    """Why `pid`, from `instance`'s pid file, is not that instance's qemu
+    (a text to follow "the pid file names pid N, "), or None when it is.
+
+    As Ganeti checks it: the process is alive (not a zombie) and its
+    `-name` is the instance, so a reused pid is never taken for it.  And
+    it runs as root (or the user the check runs as) or, with `run_dir`, as
+    the user Ganeti runs the instance as (kvm_runas_uids): another user's
+    process, whose -name that user chose, never stands for an instance
+    whose pid file was left behind.  PermissionError propagates (/proc
+    hides the process: not root).
+    """
+    from . import procfs
+    argv = procfs.cmdline(proc, pid)
+    if argv is None:
+        return NOT_RUNNING
+    if not argv:
+        if procfs.state(proc, pid) == "Z":
+            return "a zombie (the instance has exited)"
+        return NOT_RUNNING
+    name = qemu_name(argv)
+    if name != instance:
+        return "another process (-name %s): the pid was reused" % (
+            name if name is not None else "missing")
+    uid = procfs.foreign_uid(proc, pid, trusted_owners())
+    if uid is not None and run_dir is not None:
+        uid = procfs.foreign_uid(proc, pid, set(trusted_owners())
+                                 | kvm_runas_uids(run_dir, instance))
+    if uid is not None:
+        return ("a process of uid %d, which is neither root nor the user Ganeti "
+                "runs the instance as: not taken for the instance" % uid)
+    return None
+
+
+def running_instances(proc, run_dir):
+    """{instance: pid} of the KVM instances whose qemu runs on this node:
+    a pid file naming a live process with that `-name`.  PermissionError
+    propagates (pid files or /proc not readable: not root)."""
+    return {instance: pid for instance, pid in kvm_pid_files(run_dir)
+            if pid is not None
+            and instance_process_problem(proc, pid, instance, run_dir) is None}
+
+
 class KvmRuntime:
     """An instance's runtime file: what its qemu was started with.
 
@@ -261,6 +352,36 @@ def kvm_runtime_path(run_dir, instance):
     return kvm_path if isinstance(kvm_path, str) and kvm_path.startswith("/") else None
 
 
+UID_FILE_MAX = 64
+
+
+def kvm_runas_uids(run_dir, instance):
+    """The uids other than root that Ganeti runs `instance`'s qemu as
+    (`-runas`), from its runtime file: `security_model = user` means the
+    uid of `security_domain`, `pool` the uid Ganeti took from the uid pool
+    (`<run_dir>/kvm-hypervisor/uid/<instance>`).  An empty set when it runs
+    as root, or when that cannot be read.
+    """
+    try:
+        hvparams = read_kvm_runtime(run_dir, instance).hvparams
+    except (OSError, ValueError):
+        return set()
+    model = hvparams.get("security_model")
+    if model == "user" and isinstance(hvparams.get("security_domain"), str):
+        import pwd
+        try:
+            return {pwd.getpwnam(hvparams["security_domain"]).pw_uid}
+        except (KeyError, ValueError):
+            return set()
+    if model == "pool":
+        path = os.path.join(run_dir, KVM_RUN_SUBDIR, "uid", instance)
+        try:
+            return {int(read_bounded(path, UID_FILE_MAX).strip())}
+        except (OSError, ValueError):
+            return set()
+    return set()
+
+
 def cluster_hvparams(data_dir, hypervisor="kvm"):
     """The cluster's default hypervisor parameters from
     `ssconf_hvparams_<hypervisor>` as {key: value}; {} when absent.
@@ -310,3 +431,149 @@ def qemu_name(argv):
     name = name.split(",", 1)[0]
     return name[6:] if name.startswith("guest=") else name
 
+
+
+# Instance names as Ganeti accepts them (netutils.Hostname.GetNormalizedName):
+# lower-case letters, digits, ".", "_", "-"; at most 255; no empty label.
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
+
+
+def valid_instance_name(name):
+    """Whether `name` is an instance name Ganeti could have written."""
+    return (0 < len(name) <= 255 and set(name) <= _NAME_CHARS
+            and ".." not in name and not name.startswith("."))
+
+
+BDEV_CACHE_SUBDIR = "bdev-cache"
+BDEV_CACHE_MAX = 1024  # "<instance> <primary|secondary> <iv_name>\n"
+DISK_LINKS_SUBDIR = "instance-disks"
+DISK_SEPARATOR = ":"   # Ganeti's default (configure --with-disk-separator)
+DRBD_PREFIX = "drbd"
+
+
+class DiskOwner:
+    """Which instance's disk a block device is, as Ganeti's run dir says."""
+
+    __slots__ = ("instance", "disk", "source", "problem")
+
+    def __init__(self, instance=None, disk=None, source=None, problem=None):
+        self.instance = instance  # a valid instance name, or None
+        self.disk = disk          # "disk/0" (Ganeti's iv_name), or None
+        self.source = source      # the file that said so
+        self.problem = problem    # why it names no instance, or None
+
+    def __repr__(self):
+        return "DiskOwner(%r, %r, problem=%r)" % (self.instance, self.disk,
+                                                  self.problem)
+
+
+def bdev_cache_minors(run_dir):
+    """The DRBD minors with a `<run_dir>/bdev-cache/bdev_drbd<N>` file.
+
+    Ganeti's node daemon writes one per device it creates or assembles,
+    on the primary and the secondary node, and removes it at shutdown.
+    No directory: [].  PermissionError propagates.
+    """
+    try:
+        names = os.listdir(os.path.join(run_dir, BDEV_CACHE_SUBDIR))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    prefix = "bdev_" + DRBD_PREFIX
+    return sorted(int(name[len(prefix):]) for name in names
+                  if name.startswith(prefix) and name[len(prefix):].isdigit()
+                  and name[len(prefix):].isascii())
+
+
+def read_bdev_cache(run_dir, minor):
+    """The DiskOwner of /dev/drbd<minor> from Ganeti's bdev-cache, or None
+    when there is no entry.
+
+    Ganeti (backend.DevCacheManager.UpdateCache) writes
+    "<instance> <primary|secondary> <iv_name>\\n"; the role word is the one
+    of the last create or assemble and is not updated by a migration, so
+    it is not returned.  Anything else gives a DiskOwner with a problem.
+    """
+    path = os.path.join(run_dir, BDEV_CACHE_SUBDIR, "bdev_%s%d" % (DRBD_PREFIX, minor))
+    try:
+        data = read_bounded(path, BDEV_CACHE_MAX)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        from .safefile import describe
+        return DiskOwner(source=path, problem="not read: %s" % describe(e))
+    words = data.decode("utf-8", "replace").split()
+    if len(words) != 3 or words[1] not in ("primary", "secondary"):
+        return DiskOwner(source=path, problem="not Ganeti's format")
+    instance, disk = words[0], words[2]
+    if not valid_instance_name(instance):
+        return DiskOwner(source=path, problem="names no valid instance")
+    if not _valid_disk_name(disk):
+        return DiskOwner(source=path, problem="names no valid disk")
+    return DiskOwner(instance, disk, path)
+
+
+def _valid_disk_name(name):
+    # Ganeti's iv_name: "disk/<index>", or "not_visible" for a disk without one
+    if name == "not_visible":
+        return True
+    head, _, index = name.partition("/")
+    return head == "disk" and index.isdigit() and index.isascii() and len(index) <= 6
+
+
+def instance_disk_links(run_dir):
+    """{minor: DiskOwner} from `<run_dir>/instance-disks/<instance>:<index>`.
+
+    Ganeti links each disk of an instance started (or migrated in) on this
+    node to its device; links are only read (readlink), never followed.
+    Links to anything but /dev/drbd<N> are skipped.  No directory: {}.
+    """
+    directory = os.path.join(run_dir, DISK_LINKS_SUBDIR)
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    found = {}
+    for name in sorted(names):
+        instance, sep, index = name.rpartition(DISK_SEPARATOR)
+        if not (sep and index.isdigit() and index.isascii() and len(index) <= 6
+                and valid_instance_name(instance)):
+            continue
+        try:
+            target = os.readlink(os.path.join(directory, name))
+        except OSError:
+            continue  # not a link, or removed meanwhile
+        device = target.rsplit("/", 1)[-1]
+        number = device[len(DRBD_PREFIX):]
+        if target == "/dev/" + device and device.startswith(DRBD_PREFIX) \
+                and number.isdigit() and number.isascii():
+            found.setdefault(int(number), DiskOwner(
+                instance, "disk/%d" % int(index), os.path.join(directory, name)))
+    return found
+
+
+CONFIG_DATA = "config.data"
+CONFIG_DATA_MAX = 256 << 20  # the cluster's whole configuration
+
+
+def enabled_disk_templates(data_dir):
+    """The cluster's enabled disk templates from `config.data`, or None
+    where this node has no copy (only master candidates keep one).
+
+    ssconf does not carry them (Ganeti 2.x to 3.1).  OSError propagates
+    (a copy we may not read: not root); ValueError when it is not a
+    Ganeti configuration.
+    """
+    import json
+    path = os.path.join(data_dir, CONFIG_DATA)
+    try:
+        data = read_bounded(path, CONFIG_DATA_MAX, owners=owners())
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        templates = json.loads(data.decode("utf-8", "replace"))["cluster"][
+            "enabled_disk_templates"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise ValueError("%s is not a Ganeti configuration" % path)
+    if not isinstance(templates, list):
+        raise ValueError("%s is not a Ganeti configuration" % path)
+    return [t for t in templates if isinstance(t, str)]
