@@ -511,7 +511,7 @@ def refresh(task, wait, log):
     statefile.make_dir(task.state_dir)
     asked = time.time()
     lock = Lock(task.lock)
-    patience = task.timeout + KILL_GRACE + 10 if wait else 0
+    patience = task.timeout + DEADLINE_GRACE + KILL_GRACE if wait else 0
     extend_deadline(patience + task.timeout + DEADLINE_GRACE)
     if not lock.acquire(wait=patience):
         if not wait:
