@@ -1398,7 +1398,7 @@ def test_a_record_too_big_for_the_reader_is_stored_without_its_output(tmp_path):
 
 CORRUPT = [
     ("deep nesting", "[" * 200000 + "]" * 200000),
-    ("NaN", '{"version": 1, "command": [], "started": NaN, "finished": 1}'),
+    ("NaN", '{"version": 2, "command": [], "started": NaN, "finished": 1}'),
     ("Infinity", None),
     ("wrong report types", None),
     ("a finding of 5 fields", None),

@@ -20,7 +20,7 @@ from ..words import SUMMARY_MAX, fit, format_duration, plural
 
 SERVICE = "Ganeti verify"
 SECTION = "cluster_verify"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: findings name their section by index; complete, last_complete
 SHOWN = 3             # findings named in the summary
 SHORT_MESSAGE = 60    # characters of a message in the summary
 ITEM_TEXT = 60        # characters of an item (node, instance) in the summary
