@@ -202,6 +202,27 @@ def kvm_pid_files(run_dir):
     return sorted(found)
 
 
+NOT_RUNNING = "which is not running (stale pid file)"
+
+
+def not_the_instance(proc, pid, instance):
+    """Why `pid` from `instance`'s pid file is not that instance's qemu
+    (pids are reused), or None when it is.  PermissionError propagates."""
+    from . import procfs
+    argv = procfs.cmdline(proc, pid)
+    if argv is None:
+        return NOT_RUNNING
+    if not argv:
+        if procfs.state(proc, pid) == "Z":
+            return "a zombie (the instance has exited)"
+        return NOT_RUNNING
+    name = qemu_name(argv)
+    if name != instance:
+        return "another process (-name %s): the pid was reused" % (
+            name if name is not None else "missing")
+    return None
+
+
 class KvmRuntime:
     """An instance's runtime file: what its qemu was started with.
 
@@ -310,3 +331,27 @@ def qemu_name(argv):
     name = name.split(",", 1)[0]
     return name[6:] if name.startswith("guest=") else name
 
+
+
+def running_kvm_runtimes(proc, run_dir):
+    """The runtime files of the KVM instances running here.
+
+    An instance runs when its pid file names a live qemu with its -name
+    (not_the_instance).  Returns ({instance: KvmRuntime}, {instance: why
+    its runtime could not be read}); stale pid files are left out.
+    PermissionError (not root) propagates.
+    """
+    runtimes, unreadable = {}, {}
+    for instance, pid in kvm_pid_files(run_dir):
+        if pid is None or not_the_instance(proc, pid, instance) is not None:
+            continue
+        try:
+            runtimes[instance] = read_kvm_runtime(run_dir, instance)
+        except PermissionError:
+            raise
+        except FileNotFoundError:
+            unreadable[instance] = "it has no runtime file"
+        except (OSError, ValueError) as e:
+            from .safefile import describe
+            unreadable[instance] = describe(e) if isinstance(e, OSError) else str(e)
+    return runtimes, unreadable
