@@ -69,7 +69,7 @@ def test_missing_device_wanted_by_an_instance_is_crit_with_modprobe():
     assert r.state == 2
     assert r.summary == (
         "/dev/vhost-net is missing, module vhost_net not loaded (no "
-        "/sys/module/vhost_net): instance web1 (vhost_net=True) need it, their start "
+        "/sys/module/vhost_net): instance web1 (vhost_net=True) needs it, so a start "
         "or migration here fails ('Failed to open /dev/vhost-net'): run 'modprobe "
         "vhost_net' and add vhost_net to /etc/modules")
 
@@ -79,7 +79,7 @@ def test_wanted_by_the_cluster_default_names_the_setting():
     r = evaluate(p)
     assert r.state == 2
     assert "does not open read-write: ENODEV" in r.summary
-    assert "the cluster default (gnt-cluster modify -H kvm:vhost_net=True) need it" \
+    assert "the cluster default (gnt-cluster modify -H kvm:vhost_net=True) needs it" \
         in r.summary
 
 
@@ -197,7 +197,7 @@ def test_running_instances_decide(agent, node, doubles, tmp_path):
     start(node, doubles["none"], "fast1", VHOST)
     service = agent("ganeti_vhost_net", config(node, missing))[SERVICE]
     assert service["state"] == "2"
-    assert "instance fast1 (vhost_net=True) need it" in service["summary"]
+    assert "instance fast1 (vhost_net=True) needs it" in service["summary"]
 
 
 def test_a_stale_pid_file_wants_nothing(agent, node, doubles, tmp_path):

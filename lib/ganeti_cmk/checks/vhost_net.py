@@ -229,11 +229,12 @@ def evaluate(p):
         return Result(UNKNOWN, SERVICE, "cannot open %s: permission denied for "
                       "uid %d: run the check as root" % (p.device, p.euid), details)
     if needed:
-        return Result(CRIT, SERVICE, fit(lambda n: "%s, %s: %s need it, their "
-                                         "start or migration here fails ('Failed "
-                                         "to open /dev/vhost-net'): %s" % (
+        verb = "needs" if len(p.wanting) + bool(p.cluster_default) == 1 else "need"
+        return Result(CRIT, SERVICE, fit(lambda n: "%s, %s: %s %s it, so a start "
+                                         "or migration here fails ('Failed to "
+                                         "open /dev/vhost-net'): %s" % (
                                              failure, _module_text(p), _who(p, n),
-                                             _remedy(p))), details)
+                                             verb, _remedy(p))), details)
     unsure = sorted(p.unknown)
     if p.in_cluster and p.cluster_default is None:
         unsure.append("the cluster default (no ssconf_hvparams_kvm)")
