@@ -69,7 +69,8 @@ class Tree:
 
     def config(self, **section):
         return ("[paths]\nproc = %s\nsys = %s\nganeti_run_dir = %s\n"
-                "ganeti_data_dir = %s\n[hugepages]\n%s\n" % (
+                "ganeti_data_dir = %s\n[ganeti]\nnode_name = node2.example.com\n"
+                "[hugepages]\n%s\n" % (
                     self.proc, self.sys, self.node.run_dir, self.node.data_dir,
                     "\n".join("%s = %s" % kv for kv in section.items())))
 
@@ -121,7 +122,7 @@ def test_covered_is_ok_with_numbers():
     r = evaluate(p, "largest", CRIT)
     assert r.state == 0
     assert r.summary == ("mem_path /dev/hugepages is a hugetlbfs (2 MiB hugepages, "
-                         "300 of 512 free); they cover the largest instance here "
+                         "300 of 512 free); they cover the largest instance using it "
                          "(a, 512 MiB) (256 pages)")
     names = [m.name for m in r.metrics]
     assert names == ["hugepages_total", "hugepages_free", "hugepages_reserved",
@@ -134,7 +135,7 @@ def test_sum_reserve_is_short():
     assert r.state == 2
     assert r.summary == (
         "290 2 MiB hugepages available (300 free, 10 reserved) do not cover the 2 "
-        "instances here (a, b; 768 MiB), 384 pages, should it move or fail over "
+        "instances using it (a, b; 768 MiB), 384 pages, should it move or fail over "
         "here: add 94 (echo 606 > /sys/kernel/mm/hugepages/hugepages-2048kB/"
         "nr_hugepages)")
     assert evaluate(p, "sum", WARN).state == 1
@@ -145,7 +146,7 @@ def test_many_instances_keep_count_and_remedy():
     p = probe_with([Use("/dev/hugepages", names)], {n: 1024 for n in names})
     r = evaluate(p, "sum", CRIT)
     assert r.state == 2 and len(r.summary) <= 960
-    assert "the 300 instances here (" in r.summary and "echo " in r.summary
+    assert "the 300 instances using it (" in r.summary and "echo " in r.summary
 
 
 def test_not_a_hugetlbfs_is_crit():
@@ -205,7 +206,7 @@ def test_running_instances_size_the_reserve(agent, tree, doubles):
     service = agent("ganeti_hugepages", tree.config(reserve="sum",
                                                     short_state="warn"))[SERVICE]
     assert service["state"] == "1"
-    assert "do not cover the 2 instances here (big1, small1; 640 MiB), 320 pages" \
+    assert "do not cover the 2 instances using it (big1, small1; 640 MiB), 320 pages" \
         in service["summary"]
 
 
@@ -216,8 +217,36 @@ def test_gigabyte_pages_from_the_mount_option(agent, tmp_path, node, doubles):
     service = agent("ganeti_hugepages", tree.config())[SERVICE]
     assert service["state"] == "2"
     assert "1 1 GiB hugepages available (1 free, 0 reserved) do not cover the " \
-        "largest instance here (huge1, 2048 MiB), 2 pages" in service["summary"]
+        "largest instance using it (huge1, 2048 MiB), 2 pages" in service["summary"]
     assert service["metrics"]["hugepages_1048576kb_free"] == 1
+
+
+def test_config_data_adds_instances_that_can_fail_over_here(agent, tree, doubles):
+    tree.cluster()
+    tree.start(doubles["none"], "small1", tree.path("dev/hugepages"), 128)
+    hp = tree.path("dev/hugepages")
+    config = {
+        "cluster": {"hvparams": {"kvm": {"mem_path": ""}}, "os_hvp": {},
+                    "beparams": {"default": {"maxmem": 128}}},
+        "nodes": {"n1": {"name": "node1.example.com"}, "n2": {"name": "node2.example.com"}},
+        "disks": {"d1": {"dev_type": "drbd", "logical_id": ["n1", "n2", 11000, 0, 0, "s"]}},
+        "instances": {
+            "u1": {"name": "big1", "primary_node": "n1", "hypervisor": "kvm",
+                   "hvparams": {"mem_path": hp}, "beparams": {"maxmem": 2048},
+                   "disks": ["d1"], "nics": []},
+            "u2": {"name": "other1", "primary_node": "n1", "hypervisor": "kvm",
+                   "hvparams": {"mem_path": hp}, "beparams": {"maxmem": 8192},
+                   "disks": [], "nics": []},
+            "u3": {"name": "small1", "primary_node": "n2", "hypervisor": "kvm",
+                   "hvparams": {"mem_path": hp}, "beparams": {}, "disks": [], "nics": []}}}
+    with open(os.path.join(tree.node.data_dir, "config.data"), "w") as f:
+        json.dump(config, f)
+    service = agent("ganeti_hugepages", tree.config())[SERVICE]
+    assert service["state"] == "2", service
+    assert "290 2 MiB hugepages available (300 free, 10 reserved) do not cover the " \
+        "largest instance using it (big1, 2048 MiB), 1024 pages" in service["summary"]
+    assert "big1 (from config.data, can fail over here)" in service["details"]
+    assert "other1" not in " ".join(service["details"])
 
 
 def test_mem_path_not_mounted_end_to_end(agent, tree, doubles):
@@ -293,5 +322,5 @@ def test_real_hugetlbfs_in_a_private_mount_namespace(tmp_path, node, doubles, re
     tree.start(doubles["none"], "huge2", str(mount), 2048 * 64)  # more than there is
     service = check(mounted=True)
     assert service["state"] == "2"
-    assert "do not cover the largest instance here (huge2, 131072 MiB), 65536 pages" \
+    assert "do not cover the largest instance using it (huge2, 131072 MiB), 65536 pages" \
         in service["summary"]

@@ -3,6 +3,7 @@ cluster default) against whether the device really opens, with real device
 nodes, real processes standing in for instances and fake Ganeti dirs."""
 
 import errno
+import json
 import os
 
 import pytest
@@ -36,8 +37,33 @@ def start(node, double, instance, hvparams, nics=({"mac": "aa:00:00:00:00:01"},)
 
 def config(node, device):
     return ("[paths]\nganeti_run_dir = %s\nganeti_data_dir = %s\nstate_dir = %s\n"
+            "[ganeti]\nnode_name = node2.example.com\n"
             "[vhost_net]\ndevice = %s\n" % (node.run_dir, node.data_dir,
                                            node.state_dir, device))
+
+
+def config_data(node, instances, cluster_kvm=None, os_hvp=None):
+    """A 3.0-style config.data: node1 and node2 (this node), instances as
+    (name, primary, secondary or None, hvparams, nics)."""
+    disks, insts = {}, {}
+    for i, (name, primary, secondary, hvparams, nics) in enumerate(instances):
+        disk_uuids = []
+        if secondary:
+            disks["disk-%d" % i] = {"dev_type": "drbd", "logical_id": [
+                primary, secondary, 11000 + i, 0, 0, "secret"], "children": []}
+            disk_uuids.append("disk-%d" % i)
+        insts["uuid-%d" % i] = {"name": name, "primary_node": primary, "os": "debian",
+                                "hypervisor": "kvm", "hvparams": hvparams,
+                                "beparams": {}, "nics": [{"mac": "x"}] * nics,
+                                "disks": disk_uuids}
+    data = {"cluster": {"hvparams": {"kvm": cluster_kvm or {"vhost_net": False,
+                                                            "nic_type": "paravirtual"}},
+                        "os_hvp": os_hvp or {}, "beparams": {"default": {"maxmem": 128}}},
+            "nodes": {"n1": {"name": "node1.example.com"},
+                      "n2": {"name": "node2.example.com"}},
+            "instances": insts, "disks": disks}
+    with open(os.path.join(node.data_dir, "config.data"), "w") as f:
+        json.dump(data, f)
 
 
 def fake_device(tmp_path, numbers=(10, 251), mode=0o600):
@@ -54,9 +80,9 @@ NO_VHOST = {"vhost_net": False, "nic_type": "paravirtual"}
 # --- who wants it -----------------------------------------------------------
 
 @pytest.mark.parametrize("hvparams, nics, wanted", [
-    (VHOST, [{}], True), (VHOST, None, True), (VHOST, [], False),
-    (NO_VHOST, [{}], False), ({"vhost_net": True, "nic_type": "e1000"}, [{}], False),
-    ({"vhost_net": True}, [{}], True), ({"vhost_net": "True"}, [{}], False), ({}, None, False)])
+    (VHOST, 1, True), (VHOST, None, True), (VHOST, 0, False),
+    (NO_VHOST, 1, False), ({"vhost_net": True, "nic_type": "e1000"}, 2, False),
+    ({"vhost_net": True}, 1, True), ({"vhost_net": "True"}, 1, False), ({}, None, False)])
 def test_wants_vhost_as_ganeti_opens_it(hvparams, nics, wanted):
     assert wants_vhost(hvparams, nics) is wanted
 
@@ -64,7 +90,7 @@ def test_wants_vhost_as_ganeti_opens_it(hvparams, nics, wanted):
 # --- evaluate ---------------------------------------------------------------
 
 def test_missing_device_wanted_by_an_instance_is_crit_with_modprobe():
-    p = Probe("/dev/vhost-net", exists=False, instances=["a", "web1"], wanting=["web1"])
+    p = Probe("/dev/vhost-net", exists=False, instances=["a", "web1"], wanting={"web1": "vhost_net=True"})
     r = evaluate(p)
     assert r.state == 2
     assert r.summary == (
@@ -91,7 +117,8 @@ def test_module_loaded_but_node_missing_says_mknod():
 
 def test_many_instances_are_counted_and_the_remedy_stays():
     names = ["instance-%03d.example.com" % i for i in range(200)]
-    r = evaluate(Probe("/dev/vhost-net", exists=False, instances=names, wanting=names))
+    r = evaluate(Probe("/dev/vhost-net", exists=False, instances=names,
+                       wanting={n: "vhost_net=True" for n in names}))
     assert r.state == 2 and len(r.summary) <= 960
     assert "200 instances" in r.summary and "modprobe vhost_net" in r.summary
 
@@ -118,7 +145,7 @@ def test_not_in_a_cluster():
 
 def test_usable_and_needed():
     r = evaluate(Probe("/dev/vhost-net", module_loaded=True, instances=["a"],
-                       wanting=["a"], cluster_default=True))
+                       wanting={"a": "vhost_net=True"}, cluster_default=True))
     assert r.state == 0
     assert r.summary == ("/dev/vhost-net usable, needed by instance a (vhost_net=True) "
                          "and the cluster default (gnt-cluster modify -H "
@@ -243,3 +270,34 @@ def test_not_root_is_unknown(agent, public_dir):
                     env={"MK_CONFDIR": public_dir})[SERVICE]
     assert service["state"] == "3"
     assert "permission denied for uid 65534: run the check as root" in service["summary"]
+
+
+# --- config.data on master candidates ------------------------------------------
+
+def test_config_data_names_instances_to_start_or_fail_over_here(agent, node, doubles,
+                                                                 tmp_path):
+    ssconf(node, NO_VHOST)
+    start(node, doubles["none"], "running1", NO_VHOST)
+    config_data(node, [
+        ("running1", "n2", None, {"vhost_net": True}, 1),     # modified, runs here
+        ("down1", "n2", None, {"vhost_net": True}, 1),        # primary here, down
+        ("drbd1", "n1", "n2", {}, 1),                         # OS override, failover
+        ("elsewhere1", "n1", None, {"vhost_net": True}, 1),   # never here
+        ("nonic1", "n2", None, {"vhost_net": True}, 0),       # no NIC, no vhost
+    ], os_hvp={"debian": {"kvm": {"vhost_net": True}}})
+    service = agent("ganeti_vhost_net", config(node, tmp_path / "missing"))[SERVICE]
+    assert service["state"] == "2", service
+    assert ("3 instances down1 (vhost_net=True, primary here), drbd1 (vhost_net=True, "
+            "can fail over here), running1 (vhost_net=True from its next start) need "
+            "it") in service["summary"]
+    assert "elsewhere1" not in service["summary"] and "nonic1" not in service["summary"]
+    assert any("config.data read" in d for d in service["details"])
+
+
+def test_broken_config_data_is_not_ok(agent, node, tmp_path):
+    ssconf(node, NO_VHOST)
+    with open(os.path.join(node.data_dir, "config.data"), "w") as f:
+        f.write("[]")
+    service = agent("ganeti_vhost_net", config(node, tmp_path / "missing"))[SERVICE]
+    assert service["state"] == "1"
+    assert "cannot tell whether it is needed: config.data unknown" in service["summary"]

@@ -355,3 +355,97 @@ def running_kvm_runtimes(proc, run_dir):
             from .safefile import describe
             unreadable[instance] = describe(e) if isinstance(e, OSError) else str(e)
     return runtimes, unreadable
+
+
+CONFIG_FILE = "config.data"
+CONFIG_MAX = 256 << 20  # bytes; a large cluster's config.data is a few MB
+DRBD_TYPES = ("drbd", "drbd8")
+
+
+class ConfiguredInstance:
+    """A KVM instance as the cluster configuration has it (config.data):
+    `hvparams` and `beparams` filled as Ganeti fills them at start (cluster
+    defaults, then the OS's, then the instance's own); `primary` says this
+    node is its primary (else a secondary: a failover target); `nics` is
+    how many NICs it has."""
+
+    __slots__ = ("name", "primary", "hvparams", "beparams", "nics")
+
+    def __init__(self, name, primary, hvparams, beparams, nics):
+        self.name = name
+        self.primary = primary
+        self.hvparams = hvparams
+        self.beparams = beparams
+        self.nics = nics
+
+    def __repr__(self):
+        return "ConfiguredInstance(%r, primary=%r)" % (self.name, self.primary)
+
+
+def _dict(value):
+    return value if isinstance(value, dict) else {}
+
+
+def _disk_nodes(disk, disks):
+    """The node uuids of a disk (its DRBD pair, also in children)."""
+    if isinstance(disk, str):  # 2.16 and later: a uuid into config["disks"]
+        disk = disks.get(disk)
+    disk = _dict(disk)
+    nodes = []
+    logical_id = disk.get("logical_id")
+    if disk.get("dev_type") in DRBD_TYPES and isinstance(logical_id, list):
+        nodes += [n for n in logical_id[:2] if isinstance(n, str)]
+    for child in disk.get("children") or []:
+        nodes += _disk_nodes(child, disks)
+    return nodes
+
+
+def configured_kvm_instances(data_dir, node):
+    """The KVM instances whose primary or secondary node is `node`, from
+    `<data_dir>/config.data`, which only master candidates have: None
+    there is none.  ValueError when it is not a Ganeti configuration;
+    OSError when it is refused (safefile; Ganeti's daemon users may own
+    it)."""
+    import json
+    path = os.path.join(data_dir, CONFIG_FILE)
+    try:
+        data = read_bounded(path, CONFIG_MAX, owners=owners())
+    except FileNotFoundError:
+        return None
+    try:
+        config = json.loads(data.decode("utf-8", "replace"))
+    except RecursionError:
+        raise ValueError("%s: nested too deep" % path)
+    if not isinstance(config, dict) or not isinstance(config.get("instances"), dict):
+        raise ValueError("%s: not a Ganeti configuration" % path)
+    cluster = _dict(config.get("cluster"))
+    node_uuids = {uuid for uuid, n in _dict(config.get("nodes")).items()
+                  if str(_dict(n).get("name", "")).lower().rstrip(".") == node}
+    node_uuids.add(node)  # configurations before 2.10 name nodes directly
+    disks = _dict(config.get("disks"))
+    found = []
+    for inst in config["instances"].values():
+        inst = _dict(inst)
+        if inst.get("hypervisor", "kvm") != "kvm" or not isinstance(inst.get("name"), str):
+            continue
+        primary = inst.get("primary_node") in node_uuids
+        if not primary and not node_uuids & set(
+                _disk_nodes_all(inst.get("disks") or [], disks)):
+            continue
+        hvparams = dict(_dict(_dict(cluster.get("hvparams")).get("kvm")))
+        hvparams.update(_dict(_dict(_dict(cluster.get("os_hvp")).get(
+            inst.get("os"))).get("kvm")))
+        hvparams.update(_dict(inst.get("hvparams")))
+        beparams = dict(_dict(_dict(cluster.get("beparams")).get("default")))
+        beparams.update(_dict(inst.get("beparams")))
+        nics = inst.get("nics")
+        found.append(ConfiguredInstance(inst["name"], primary, hvparams, beparams,
+                                        len(nics) if isinstance(nics, list) else 0))
+    return sorted(found, key=lambda i: i.name)
+
+
+def _disk_nodes_all(instance_disks, disks):
+    nodes = []
+    for disk in instance_disks if isinstance(instance_disks, list) else []:
+        nodes += _disk_nodes(disk, disks)
+    return nodes

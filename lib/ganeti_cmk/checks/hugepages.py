@@ -97,7 +97,8 @@ class Probe:
     """What the node showed."""
 
     __slots__ = ("in_cluster", "instances", "memory", "uses", "unknown",
-                 "default_kb", "pools", "errors", "sys_root")
+                 "default_kb", "pools", "errors", "sys_root", "config_read",
+                 "coming")
 
     def __init__(self, **fields):
         self.in_cluster = True
@@ -109,6 +110,8 @@ class Probe:
         self.pools = {}         # page kB: {nr_hugepages: n, ...}
         self.errors = []
         self.sys_root = "/sys"
+        self.config_read = False  # config.data (master candidates) read
+        self.coming = {}          # instance not running here: why it may come
         for key, value in fields.items():
             setattr(self, key, value)
 
@@ -128,9 +131,35 @@ def read_pool(sys_root, kb):
     return pool
 
 
-def probe(proc, sys_root, data_dir, run_dir):
+def _configured(p, data_dir, node, runtimes, paths):
+    """Add the instances config.data (master candidates) gives this node
+    that do not run here: down with this node as primary, or with it as
+    secondary (they can fail over here); their memory is maxmem."""
+    try:
+        configured = ganeti.configured_kvm_instances(data_dir, node)
+    except PermissionError:
+        raise
+    except (OSError, ValueError) as e:
+        p.unknown[ganeti.CONFIG_FILE] = describe(e) if isinstance(e, OSError) else str(e)
+        return
+    if configured is None:
+        return
+    p.config_read = True
+    for inst in configured:
+        mem_path = inst.hvparams.get("mem_path")
+        if inst.name in runtimes or not (isinstance(mem_path, str) and mem_path):
+            continue
+        paths.setdefault(mem_path, []).append(inst.name)
+        memory = inst.beparams.get("maxmem", inst.beparams.get("memory"))
+        p.memory[inst.name] = memory if isinstance(memory, int) \
+            and not isinstance(memory, bool) else None
+        p.coming[inst.name] = "primary here" if inst.primary else "can fail over here"
+
+
+def probe(proc, sys_root, data_dir, run_dir, node_name):
     """Look at mem_paths, mounts and pools; OSError for what cannot be
-    read is listed (PermissionError propagates: not root)."""
+    read is listed (PermissionError propagates: not root).  `node_name`
+    is a function, called only in a cluster."""
     p = Probe(sys_root=sys_root)
     paths = {}  # mem_path -> users
     p.in_cluster = ganeti.read_ssconf(data_dir, "master_node") is not None
@@ -145,6 +174,8 @@ def probe(proc, sys_root, data_dir, run_dir):
         if isinstance(mem_path, str) and mem_path:
             paths.setdefault(mem_path, []).append(name)
             p.memory[name] = memory_mib(runtime.cmd)
+    if p.in_cluster:
+        _configured(p, data_dir, node_name(), runtimes, paths)
     try:
         p.default_kb = procfs.meminfo(proc).get("Hugepagesize") or None
     except OSError as e:
@@ -231,10 +262,15 @@ def evaluate(p, reserve, short_state):
             u.page_kb)) if u.fstype == "hugetlbfs" else "not a hugetlbfs")
         for u in p.uses]
     details += [_pool_text(kb, pool) for kb, pool in sorted(p.pools.items()) if pool]
-    details += ["%s: hvparams not known: %s" % item for item in sorted(p.unknown.items())]
+    details += ["%s (from config.data, %s)" % item for item in sorted(p.coming.items())]
+    details += ["%s: not known: %s" % item for item in sorted(p.unknown.items())]
     details += p.errors
-    details.append("only instances running here size the reserve: instances "
-                   "elsewhere that may fail over here are not looked at")
+    if p.config_read:
+        details.append("config.data read: instances with this node as primary or "
+                       "secondary are included (memory: maxmem)")
+    elif p.in_cluster:
+        details.append("no config.data (not a master candidate): only instances "
+                       "running here size the reserve")
     problems = []  # (State, build(n) -> text naming at most n items per list)
     needed = {}    # page kB -> (pages, text of whom)
     for use in p.uses:
@@ -257,13 +293,13 @@ def evaluate(p, reserve, short_state):
             names_ = sorted(n for _, n in sized)
 
             def whom(limit, names_=names_, mib=mib):
-                return "the %s here (%s; %d MiB)" % (
+                return "the %s using it (%s; %d MiB)" % (
                     plural(len(names_), "instance"), some(names_, limit), mib)
         else:
             mib, name = max(sized)
 
             def whom(limit, name=name, mib=mib):
-                return "the largest instance here (%s, %d MiB)" % (name, mib)
+                return "the largest instance using it (%s, %d MiB)" % (name, mib)
         pages = _pages(mib, kb)
         needed[kb] = (pages, whom)
         pool = p.pools.get(kb, {})
@@ -328,12 +364,15 @@ class Settings:
         self.sys = config.get_path("paths", "sys")
         self.data_dir = config.get_path("paths", "ganeti_data_dir")
         self.run_dir = config.get_path("paths", "ganeti_run_dir")
+        self.state_dir = config.get_path("paths", "state_dir")
+        self.node_name = config.get_str("ganeti", "node_name")
 
 
 def run(ctx):
     s = ctx.settings
     try:
-        p = probe(s.proc, s.sys, s.data_dir, s.run_dir)
+        p = probe(s.proc, s.sys, s.data_dir, s.run_dir,
+                  lambda: ganeti.node_name(s.node_name, s.state_dir))
     except PermissionError as e:
         return [Result(UNKNOWN, SERVICE, "cannot read %s: permission denied: run "
                        "the check as root" % (e.filename or e))]

@@ -18,6 +18,7 @@ import stat
 from .. import ganeti, sysfs
 from ..localcheck import CRIT, OK, UNKNOWN, WARN, NotApplicable, Result
 from ..runner import Check
+from ..safefile import describe
 from ..words import fit, plural, some
 
 SERVICE = "vhost-net"
@@ -34,19 +35,21 @@ DEFAULTS = {
 
 def wants_vhost(hvparams, nics=None):
     """Whether Ganeti opens /dev/vhost-net for these hvparams: vhost_net
-    true and paravirtual NICs (`nics`: the instance's NICs, when known)."""
+    true and paravirtual NICs (`nics`: how many the instance has, None
+    when not known)."""
     if hvparams.get("vhost_net") is not True:
         return False
     if hvparams.get("nic_type", PARAVIRTUAL) != PARAVIRTUAL:
         return False
-    return nics is None or bool(nics)
+    return nics is None or nics > 0
 
 
 class Probe:
     """Who wants vhost-net, and what opening the device showed."""
 
     __slots__ = ("device", "in_cluster", "cluster_default", "cluster_nic_type",
-                 "instances", "wanting", "unknown", "exists", "file_type", "rdev",
+                 "instances", "wanting", "unknown", "config_read", "exists",
+                 "file_type", "rdev",
                  "open_errno", "ioctl_errno", "module_loaded", "euid")
 
     def __init__(self, device, **fields):
@@ -55,8 +58,9 @@ class Probe:
         self.cluster_default = False   # True / False / None (not known)
         self.cluster_nic_type = None
         self.instances = []            # instances running here
-        self.wanting = []              # those of them with vhost_net=True
-        self.unknown = {}              # instance: why its hvparams are not known
+        self.wanting = {}              # instance: why it wants vhost-net
+        self.unknown = {}              # instance or source: why it is not known
+        self.config_read = False       # config.data (master candidates) read
         self.exists = True
         self.file_type = "character device"
         self.rdev = (MISC_MAJOR, VHOST_NET_MINOR)
@@ -112,8 +116,10 @@ def probe_device(p):
         os.close(fd)
 
 
-def probe(device, proc, sys_root, data_dir, run_dir):
-    """Look at the cluster default, the running instances and the device."""
+def probe(device, proc, sys_root, data_dir, run_dir, node_name):
+    """Look at the cluster default, the running instances, the instances
+    of this node in config.data (master candidates), and the device.
+    `node_name` is a function: called only in a cluster."""
     p = Probe(device, euid=os.geteuid())
     p.in_cluster = ganeti.read_ssconf(data_dir, "master_node") is not None
     if p.in_cluster:
@@ -125,11 +131,38 @@ def probe(device, proc, sys_root, data_dir, run_dir):
             p.cluster_nic_type = hvparams.get("nic_type")
     runtimes, p.unknown = ganeti.running_kvm_runtimes(proc, run_dir)
     p.instances = sorted(set(runtimes) | set(p.unknown))
-    p.wanting = sorted(name for name, runtime in runtimes.items()
-                       if wants_vhost(runtime.hvparams, runtime.nics))
+    p.wanting = {name: "vhost_net=True" for name, runtime in runtimes.items()
+                 if wants_vhost(runtime.hvparams, len(runtime.nics)
+                                if isinstance(runtime.nics, list) else None)}
+    if p.in_cluster:
+        _configured(p, data_dir, node_name(), runtimes)
     p.module_loaded = MODULE in sysfs.modules(sys_root)
     probe_device(p)
     return p
+
+
+def _configured(p, data_dir, node, runtimes):
+    """Add the instances config.data gives this node (master candidates
+    only): those to be started here, and those that can fail over here."""
+    try:
+        configured = ganeti.configured_kvm_instances(data_dir, node)
+    except PermissionError:
+        raise
+    except (OSError, ValueError) as e:
+        p.unknown[ganeti.CONFIG_FILE] = describe(e) if isinstance(e, OSError) else str(e)
+        return
+    if configured is None:
+        return
+    p.config_read = True
+    for inst in configured:
+        if inst.name in p.wanting or not wants_vhost(inst.hvparams, inst.nics):
+            continue
+        if not inst.primary:
+            p.wanting[inst.name] = "vhost_net=True, can fail over here"
+        elif inst.name in runtimes:
+            p.wanting[inst.name] = "vhost_net=True from its next start"
+        else:
+            p.wanting[inst.name] = "vhost_net=True, primary here"
 
 
 def _errno_text(number):
@@ -158,13 +191,14 @@ def _failure(p):
 
 
 def _who(p, limit):
-    """'instances a, b (vhost_net=True) and the cluster default (kvm:
-    vhost_net=True)'."""
+    """'instance a (vhost_net=True) and the cluster default (gnt-cluster
+    modify -H kvm:vhost_net=True)', naming at most `limit` instances."""
     parts = []
     if p.wanting:
-        parts.append("%s %s (vhost_net=True)" % (
-            "instance" if len(p.wanting) == 1 else plural(len(p.wanting), "instance"),
-            some(p.wanting, limit)))
+        items = ["%s (%s)" % item for item in sorted(p.wanting.items())]
+        parts.append("%s %s" % (
+            "instance" if len(items) == 1 else plural(len(items), "instance"),
+            some(items, limit)))
     if p.cluster_default:
         parts.append("the cluster default (gnt-cluster modify -H kvm:vhost_net=True)")
     return " and ".join(parts)
@@ -202,11 +236,15 @@ def _details(p):
             "True" if p.cluster_default else "not used",
             p.cluster_nic_type or "not set"))
     details.append("instances running here: %s" % (", ".join(p.instances) or "none"))
-    details.append("of them with vhost_net=True and paravirtual NICs: %s"
-                   % (", ".join(p.wanting) or "none"))
-    details += ["%s: hvparams not known: %s" % item for item in sorted(p.unknown.items())]
-    details.append("instances not running here (a failover or migration target) "
-                   "are not looked at, only the cluster default")
+    details.append("wanting vhost-net (vhost_net=True, paravirtual NICs): %s" % (
+        ", ".join("%s (%s)" % item for item in sorted(p.wanting.items())) or "none"))
+    details += ["%s: not known: %s" % item for item in sorted(p.unknown.items())]
+    if p.config_read:
+        details.append("config.data read: instances with this node as primary or "
+                       "secondary are included")
+    elif p.in_cluster:
+        details.append("no config.data (not a master candidate): instances not "
+                       "running here are not looked at, only the cluster default")
     return details
 
 
@@ -256,12 +294,15 @@ class Settings:
         self.sys = config.get_path("paths", "sys")
         self.data_dir = config.get_path("paths", "ganeti_data_dir")
         self.run_dir = config.get_path("paths", "ganeti_run_dir")
+        self.state_dir = config.get_path("paths", "state_dir")
+        self.node_name = config.get_str("ganeti", "node_name")
 
 
 def run(ctx):
     s = ctx.settings
     try:
-        p = probe(s.device, s.proc, s.sys, s.data_dir, s.run_dir)
+        p = probe(s.device, s.proc, s.sys, s.data_dir, s.run_dir,
+                  lambda: ganeti.node_name(s.node_name, s.state_dir))
     except PermissionError as e:
         return [Result(UNKNOWN, SERVICE, "cannot read %s: permission denied: run "
                        "the check as root" % (e.filename or e))]
