@@ -15,7 +15,8 @@ reserve = sum`), as another one like it may be moved or failed over here.
 import os
 
 from .. import ganeti, procfs, sysfs
-from ..localcheck import CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable, Result, State
+from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable, Result,
+                          State, worst)
 from ..runner import Check
 from ..safefile import describe
 from ..words import fit, plural, some
@@ -320,8 +321,7 @@ def evaluate(p, reserve, short_state):
     unsure = sorted(p.unknown) + unsized
     metrics = _metrics(p, needed)
     if problems:
-        state = max((s for s, _ in problems), key=lambda s: s.rank)
-        return Result(state, SERVICE, fit(lambda n: "; ".join(b(n) for _, b in problems)),
+        return Result(worst(s for s, _ in problems), SERVICE, fit(lambda n: "; ".join(b(n) for _, b in problems)),
                       details, metrics)
     if unsure:
         return Result(WARN, SERVICE, "cannot tell what %s need%s: hvparams or memory "

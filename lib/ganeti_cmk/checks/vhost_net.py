@@ -13,12 +13,11 @@ modprobe; OK otherwise, saying whether it is needed.
 
 import errno
 import os
-import stat
 
 from .. import ganeti, sysfs
 from ..localcheck import CRIT, OK, UNKNOWN, WARN, NotApplicable, Result
 from ..runner import Check
-from ..safefile import describe
+from ..safefile import describe, errno_text, file_type
 from ..words import fit, plural, some
 
 SERVICE = "vhost-net"
@@ -77,16 +76,6 @@ class Probe:
                 and self.open_errno is None and self.ioctl_errno is None)
 
 
-def _file_type(mode):
-    for test, name in ((stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device"), (stat.S_ISREG, "regular file"),
-                       (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "named pipe"),
-                       (stat.S_ISSOCK, "socket")):
-        if test(mode):
-            return name
-    return "file of unknown type"
-
-
 def probe_device(p):
     """Open the device read-write as Ganeti does (following links, as it
     does), then VHOST_GET_FEATURES; only a character device is opened."""
@@ -99,7 +88,7 @@ def probe_device(p):
     except OSError as e:
         p.open_errno = e.errno
         return
-    p.file_type = _file_type(st.st_mode)
+    p.file_type = file_type(st.st_mode)
     if p.file_type != "character device":
         return
     p.rdev = (os.major(st.st_rdev), os.minor(st.st_rdev))
@@ -165,11 +154,6 @@ def _configured(p, data_dir, node, runtimes):
             p.wanting[inst.name] = "vhost_net=True, primary here"
 
 
-def _errno_text(number):
-    return "%s (%s)" % (errno.errorcode.get(number, "errno %d" % number),
-                        os.strerror(number))
-
-
 def _module_text(p):
     return ("module vhost_net loaded" if p.module_loaded
             else "module vhost_net not loaded (no /sys/module/vhost_net)")
@@ -183,10 +167,10 @@ def _failure(p):
         return "%s is a %s, not the vhost-net character device %d:%d" % (
             p.device, p.file_type, MISC_MAJOR, VHOST_NET_MINOR)
     if p.open_errno is not None:
-        return "%s does not open read-write: %s" % (p.device, _errno_text(p.open_errno))
+        return "%s does not open read-write: %s" % (p.device, errno_text(p.open_errno))
     if p.ioctl_errno is not None:
         return "%s opens but is not vhost-net (device %d:%d, VHOST_GET_FEATURES: " \
-            "%s)" % (p.device, p.rdev[0], p.rdev[1], _errno_text(p.ioctl_errno))
+            "%s)" % (p.device, p.rdev[0], p.rdev[1], errno_text(p.ioctl_errno))
     return None
 
 
