@@ -216,8 +216,8 @@ def _details(p):
     elif p.cluster_default is None:
         details.append("the cluster default is not known: no ssconf_hvparams_kvm")
     else:
-        details.append("cluster default: vhost_net %s, nic_type %s" % (
-            "True" if p.cluster_default else "not used",
+        details.append("cluster default: %s (nic_type %s)" % (
+            "wants vhost-net" if p.cluster_default else "no vhost-net",
             p.cluster_nic_type or "not set"))
     details.append("instances running here: %s" % (", ".join(p.instances) or "none"))
     details.append("wanting vhost-net (vhost_net=True, paravirtual NICs): %s" % (
