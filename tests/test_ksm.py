@@ -59,7 +59,7 @@ def test_running_as_expected_is_ok_with_the_documented_formula(agent, tmp_path):
     assert value(service, "ksm_pages_volatile") == 100
     assert value(service, "ksm_full_scans") == 12
     assert service["summary"].startswith("KSM is running, saves ")
-    assert "general profit 114 MiB, 12 full scans" in service["summary"]
+    assert service["summary"].endswith("general profit 114 MiB")
 
 
 def test_old_kernel_without_the_newer_files(agent, tmp_path):

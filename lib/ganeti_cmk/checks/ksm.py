@@ -213,8 +213,6 @@ def _savings(p):
     profit = p.value("general_profit")
     if profit is not None:
         parts.append("general profit %s" % size(profit))
-    if p.value("full_scans") is not None:
-        parts.append("%d full scans" % p.value("full_scans"))
     return ", ".join(parts)
 
 
