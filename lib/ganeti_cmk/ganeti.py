@@ -571,7 +571,9 @@ def read_config_data(data_dir):
     try:
         config = json.loads(data.decode("utf-8", "replace"))
     except RecursionError:
-        raise ValueError("%s: nested too deep" % path)
+        raise ValueError("%s is not a Ganeti configuration (nested too deep)" % path)
+    except ValueError as e:
+        raise ValueError("%s is not a Ganeti configuration (%s)" % (path, e))
     if not (isinstance(config, dict) and isinstance(config.get("cluster"), dict)
             and isinstance(config.get("instances"), dict)):
         raise ValueError("%s is not a Ganeti configuration" % path)
