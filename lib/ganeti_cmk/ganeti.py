@@ -208,16 +208,27 @@ class KvmRuntime:
     Ganeti writes `conf/<instance>.runtime` as the JSON array `[kvm_cmd,
     nics, hvparams, disks]` when it starts the instance; a soft reboot and
     a live migration reuse it.  `hvparams` are the filled hypervisor
-    parameters of that start.
+    parameters of that start.  `mtime`: when the file was last written
+    (the start, a soft reboot or an incoming migration), None if unknown.
     """
 
-    __slots__ = ("cmd", "nics", "hvparams", "disks")
+    __slots__ = ("cmd", "nics", "hvparams", "disks", "mtime")
 
-    def __init__(self, cmd, nics, hvparams, disks):
+    def __init__(self, cmd, nics, hvparams, disks, mtime=None):
         self.cmd = cmd
         self.nics = nics
         self.hvparams = hvparams
         self.disks = disks
+        self.mtime = mtime
+
+    def option(self, name):
+        """The value after the last `name` in the command (`-m`, `-smp`,
+        `-uuid`), as text; None when absent."""
+        value = None
+        for i, arg in enumerate(self.cmd[:-1]):
+            if arg == name:
+                value = self.cmd[i + 1]
+        return None if value is None else str(value)
 
 
 def read_kvm_runtime(run_dir, instance):
@@ -237,7 +248,12 @@ def read_kvm_runtime(run_dir, instance):
     if not (isinstance(data, list) and len(data) >= 3
             and isinstance(data[0], list) and isinstance(data[2], dict)):
         raise ValueError("%s: not a KVM runtime file" % path)
-    return KvmRuntime(data[0], data[1], data[2], data[3] if len(data) > 3 else [])
+    try:
+        mtime = os.lstat(path).st_mtime
+    except OSError:
+        mtime = None
+    return KvmRuntime(data[0], data[1], data[2], data[3] if len(data) > 3 else [],
+                      mtime)
 
 
 def kvm_runtime_path(run_dir, instance):
@@ -310,3 +326,158 @@ def qemu_name(argv):
     name = name.split(",", 1)[0]
     return name[6:] if name.startswith("guest=") else name
 
+
+
+def not_the_instance(proc, pid, instance):
+    """Why `pid` from `instance`'s pid file is not that instance's qemu, or
+    None when it is: a live process whose `-name` (up to a comma) is the
+    instance, as Ganeti checks it (pids are reused).  PermissionError
+    propagates (the caller may not read other users' processes)."""
+    from . import procfs
+    argv = procfs.cmdline(proc, pid)
+    if argv is None:
+        return NOT_RUNNING
+    if not argv:
+        if procfs.state(proc, pid) == "Z":
+            return "a zombie (the instance has exited)"
+        return NOT_RUNNING
+    name = qemu_name(argv)
+    if name != instance:
+        return "another process (-name %s): the pid was reused" % (
+            name if name is not None else "missing")
+    return None
+
+
+NOT_RUNNING = "which is not running (stale pid file)"
+
+
+# The cluster's HMAC key (confd's and the cluster's shared secret).
+HMAC_KEY_FILE = "hmac.key"
+HMAC_KEY_MAX = 4096
+CONFIG_FILE = "config.data"
+
+
+def read_hmac_key(data_dir):
+    """The bytes of `<data_dir>/hmac.key` (all of them: Ganeti signs with
+    the whole file); OSError when it is missing or refused."""
+    return read_bounded(os.path.join(data_dir, HMAC_KEY_FILE), HMAC_KEY_MAX,
+                        owners=owners())
+
+
+def confd_peers(data_dir):
+    """The addresses confd listens on: the master candidates' primary IPs
+    (`ssconf_master_candidates_ips`), as Ganeti's own client asks them."""
+    return read_ssconf_list(data_dir, "master_candidates_ips")
+
+
+def read_config_data(data_dir, limit):
+    """The cluster configuration `<data_dir>/config.data` (on the master and
+    the master candidates) as a dict with dicts `cluster` and `instances`.
+
+    OSError when it is missing or refused (a link, another owner, larger
+    than `limit` bytes); ValueError when it is not such JSON.
+    """
+    import json
+    path = os.path.join(data_dir, CONFIG_FILE)
+    data = read_bounded(path, limit, owners=owners())
+    try:
+        config = json.loads(data.decode("utf-8", "replace"))
+    except RecursionError:
+        raise ValueError("%s: nested too deep" % path)
+    except ValueError as e:
+        raise ValueError("%s: not JSON (%s)" % (path, e))
+    if not (isinstance(config, dict) and isinstance(config.get("cluster"), dict)
+            and isinstance(config.get("instances"), dict)):
+        raise ValueError("%s: not a Ganeti configuration" % path)
+    return config
+
+
+# Where a filled parameter's value comes from, as Ganeti fills it.
+LEVEL_CLUSTER = "cluster"
+LEVEL_OS = "OS"
+LEVEL_INSTANCE = "instance"
+
+
+def _dict(value):
+    return value if isinstance(value, dict) else {}
+
+
+def fill_hvparams(cluster_hv, os_hv, instance_hv):
+    """{key: (value, level)}: an instance's hypervisor parameters filled as
+    Ganeti fills them (objects.Cluster.FillHV): the cluster's
+    `hvparams[<hv>]`, then `os_hvp[<os>][<hv>]`, then the instance's own."""
+    filled = {}
+    for level, params in ((LEVEL_CLUSTER, cluster_hv), (LEVEL_OS, os_hv),
+                          (LEVEL_INSTANCE, instance_hv)):
+        for key, value in _dict(params).items():
+            filled[key] = (value, level)
+    return filled
+
+
+def fill_beparams(cluster_be, instance_be):
+    """{key: (value, level)}: backend parameters filled as Ganeti fills them
+    (Cluster.FillBE): the cluster's `beparams["default"]`, then the
+    instance's own."""
+    return fill_hvparams(cluster_be, {}, instance_be)
+
+
+class InstanceConfig:
+    """An instance's current parameters: filled hv and be params with the
+    level each value comes from, and the modification times (None:
+    unknown) of the instance and the cluster (which holds the OS level)."""
+
+    __slots__ = ("name", "uuid", "hypervisor", "os", "hv", "be",
+                 "mtime", "cluster_mtime")
+
+    def __init__(self, name, uuid, hypervisor, os_name, hv, be, mtime,
+                 cluster_mtime):
+        self.name = name
+        self.uuid = uuid
+        self.hypervisor = hypervisor
+        self.os = os_name
+        self.hv = hv
+        self.be = be
+        self.mtime = mtime
+        self.cluster_mtime = cluster_mtime
+
+    def since(self, level):
+        """When the level's values last changed (its object's mtime)."""
+        return self.mtime if level == LEVEL_INSTANCE else self.cluster_mtime
+
+
+def _number(value):
+    return value if isinstance(value, (int, float)) and not isinstance(
+        value, bool) else None
+
+
+def instance_config(cluster, uuid, instance):
+    """The InstanceConfig of one instance object of the configuration
+    (config.data or confd share the shape), given the `cluster` object;
+    ValueError when the instance object is not one."""
+    if not (isinstance(instance, dict) and isinstance(instance.get("name"), str)):
+        raise ValueError("not an instance object")
+    hypervisor = instance.get("hypervisor") or "kvm"
+    os_name = instance.get("os")
+    hv = fill_hvparams(
+        _dict(_dict(cluster.get("hvparams")).get(hypervisor)),
+        _dict(_dict(_dict(cluster.get("os_hvp")).get(os_name)).get(hypervisor)),
+        instance.get("hvparams"))
+    be = fill_beparams(_dict(_dict(cluster.get("beparams")).get("default")),
+                       instance.get("beparams"))
+    return InstanceConfig(instance["name"], uuid, hypervisor, os_name, hv, be,
+                          _number(instance.get("mtime")),
+                          _number(cluster.get("mtime")))
+
+
+def config_instances(config):
+    """{name: InstanceConfig or ValueError} of every instance in a
+    configuration dict (read_config_data)."""
+    found = {}
+    for uuid, instance in config["instances"].items():
+        try:
+            ic = instance_config(config["cluster"], uuid, instance)
+        except ValueError as e:
+            found["(uuid %s)" % uuid] = e
+            continue
+        found[ic.name] = ic
+    return found
