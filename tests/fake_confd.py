@@ -35,16 +35,17 @@ def _lookup(config, path):
 
 
 class FakeConfd:
-    """Serves `config` on 127.0.0.1 (a free port) until stop()."""
+    """Serves `config` on `address` (port 0: a free one) until stop()."""
 
-    def __init__(self, key, config, serial=7, mode="ok"):
+    def __init__(self, key, config, serial=7, mode="ok", address="127.0.0.1",
+                 port=0):
         self.key = key
         self.config = config
         self.serial = serial
         self.mode = mode      # ok, silent, garbage, badsig, wrongsalt, nested
         self.requests = []
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((address, port))
         self.port = self.sock.getsockname()[1]
         self.sock.settimeout(0.2)
         self.running = True

@@ -449,8 +449,9 @@ def evaluate(found, s, now):
             return "; ".join(clauses)
         if not instances:
             return "no KVM instances running on this node"
-        return "all %s with their current parameters" % plural(
-            len(instances), "instance runs", "instances run")
+        if len(instances) == 1:
+            return "1 instance runs with its current parameters"
+        return "all %d instances run with their current parameters" % len(instances)
     summary = fit(build, (MAX_NAMES, 3, 1, None))
 
     for i in sorted(instances, key=lambda i: (not i.changes, i.error is None, i.name)):
