@@ -18,6 +18,7 @@ import sys
 import time
 
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 
 from fake_confd import FakeConfd
 from support import ROOT, needs_root, run_agent, run_script
@@ -181,6 +182,37 @@ def test_cluster_beparams_fill_the_instance():
     config = cluster_config([{"name": "i"}], cluster_be={"vcpus": 2})
     changes, _ = kp.compare(runtime_of(recorded("3.0.2")), instance_config(config, "i"))
     assert [(c.key, c.level) for c in changes] == [("vcpus", "cluster")]
+
+
+def test_use_chroot_counts_as_the_saved_command_carries_chroot():
+    config = cluster_config([{"name": "i", "hvparams": {"use_chroot": True}}])
+    changes, ignored = kp.compare(runtime_of(recorded("3.0.2")), instance_config(config, "i"))
+    assert [(c.key, c.old, c.new) for c in changes] == [("use_chroot", False, True)]
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(cmd=st.lists(st.sampled_from(["-m", "-smp", "-uuid", "x"]) | JSON, max_size=8),
+       hv=st.dictionaries(st.sampled_from(sorted(recorded("3.0.2")[2])) | st.text(max_size=4),
+                          JSON, max_size=8),
+       instance=st.dictionaries(st.sampled_from(["name", "os", "hypervisor", "hvparams",
+                                                 "beparams", "mtime"]), JSON, max_size=6),
+       cluster=st.dictionaries(st.sampled_from(["hvparams", "os_hvp", "beparams", "mtime"]),
+                               JSON, max_size=4))
+def test_any_runtime_and_config_give_a_verdict_or_a_named_error(cmd, hv, instance, cluster):
+    i = kp.Instance("i", 1)
+    i.runtime = ganeti.KvmRuntime(cmd, [], hv, [], None)
+    try:
+        i.config = ganeti.instance_config(cluster, "u", dict(instance, name="i"))
+    except ValueError:
+        return
+    kp.judge(i)
+    r = kp.evaluate(probe_of(i), settings(), NOW)
+    assert r.state in (OK, WARN) and r.summary
 
 
 # --- evaluate: pure -------------------------------------------------------

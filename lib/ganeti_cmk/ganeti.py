@@ -458,6 +458,8 @@ def instance_config(cluster, uuid, instance):
         raise ValueError("not an instance object")
     hypervisor = instance.get("hypervisor") or "kvm"
     os_name = instance.get("os")
+    if not (isinstance(hypervisor, str) and isinstance(os_name, (str, type(None)))):
+        raise ValueError("instance object with a hypervisor or OS that is no name")
     hv = fill_hvparams(
         _dict(_dict(cluster.get("hvparams")).get(hypervisor)),
         _dict(_dict(_dict(cluster.get("os_hvp")).get(os_name)).get(hypervisor)),
