@@ -20,9 +20,9 @@ each datagram by MAX_DATAGRAM.  Any failure is a ConfdError saying what.
 
 import hmac
 import json
+import os
 import socket
 import time
-import uuid
 
 MAGIC = b"plj0"
 PROTOCOL = 1
@@ -130,7 +130,7 @@ def ask(key, peers, requests, port=DEFAULT_PORT, timeout=2.0, clock=time.time):
     if not key:
         raise ConfdError("the HMAC key is empty")
     requests = list(dict.fromkeys(requests))
-    salts = {str(uuid.uuid4()): r for r in requests}
+    salts = {os.urandom(16).hex(): r for r in requests}  # confd echoes it
     sockets, problems = {}, []
     try:
         for peer in dict.fromkeys(peers):

@@ -15,7 +15,7 @@ be judged, or for all when the configuration cannot be read.
 import os
 import time
 
-from .. import confd, ganeti
+from .. import ganeti
 from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable,
                           Result, worst)
 from ..runner import Check
@@ -260,6 +260,7 @@ def from_confd(s, found):
     confd's config query takes a JSON pointer; instances are keyed by UUID,
     which Ganeti passes to qemu as -uuid (in the runtime's command).
     """
+    from .. import confd  # only where it is needed: its imports cost start-up
     try:
         key = ganeti.read_hmac_key(s.data_dir)
         peers = ganeti.confd_peers(s.data_dir)
