@@ -601,3 +601,28 @@ def test_timers_run_beside_an_unknown_word_and_survive_a_torn_read(tmp_path):
     node.proc_drbd.write_text(waiting.replace("ro:Primary/Unknown ds:Glowing/DUnknown", "ro:Pri"))
     assert by_minor(run_here(node))[7]["state"] == "3"
     assert "7:disconnected" in json.loads(node.state_file().read_text())["since"]
+
+
+def _one_device(first_line, rest="", minor=5):
+    """/proc/drbd with one device: its status line, counters, sync lines."""
+    return ("version: 8.4.11 (api:1/proto:86-101)\nsrcversion: 0\n"
+            "%2d: %s\n    ns:0 nr:0 dw:0 dr:0 al:0 bm:0 lo:0 pe:0 ua:0 ap:0 ep:1 "
+            "wo:f %s\n" % (minor, first_line, rest or "oos:0"))
+
+
+def test_divergence_found_by_a_running_online_verify_is_not_ok(tmp_path):
+    # Online verify counts what it finds in oos: a verify of a large disk
+    # runs for hours, and a divergence found (or left from the last verify)
+    # must not hide behind "verify running" until it ends.
+    node = Node(tmp_path, _one_device(
+        "cs:VerifyT ro:Secondary/Primary ds:UpToDate/UpToDate C r-----",
+        "oos:8192\n\t[==>.................] verified: 15.0% (917504/1048576)K\n"
+        "\tfinish: 0:00:14 speed: 65,536 (65,536) want: 102,400 K/sec"))
+    minor = by_minor(run_here(node))[5]
+    assert minor["state"] == "1"
+    assert minor["summary"].startswith(
+        "8 MiB out of sync found by the running online verify (VerifyT): when it "
+        "ends, disconnect and reconnect the device to resync it")
+    clean = Node(tmp_path / "clean", _one_device(
+        "cs:VerifyS ro:Primary/Secondary ds:UpToDate/UpToDate C r-----"))
+    assert by_minor(run_here(clean))[5]["state"] == "0"

@@ -457,6 +457,11 @@ def _connection(d, s, p, now, info):
                              "resync running (online verify found a "
                              "divergence): disconnect and reconnect the "
                              "device to resync it" % format_bytes(d.oos)))
+    elif cs in VERIFY and d.oos:  # a verify runs for hours: say it now
+        found.append(Problem(WARN, "%s out of sync found by the running online "
+                             "verify (%s): when it ends, disconnect and "
+                             "reconnect the device to resync it"
+                             % (format_bytes(d.oos), cs)))
     return found
 
 
