@@ -153,7 +153,7 @@ def test_metrics_per_device(tmp_path):
 def test_resync_ok_while_progressing_but_not_paused_or_stalled(tmp_path):
     minors = by_minor(run_here(Node(tmp_path, fixture(FORMS[0])), resync_state="ok"))
     assert minors[3]["state"] == "0" and minors[4]["state"] == "0"
-    assert minors[23]["state"] == "0"
+    assert minors[23]["state"] == "1"  # the handshake before it moves no data
     assert minors[5]["state"] == "1" and minors[22]["state"] == "1"
     assert minors[25]["state"] == "1" and "stalled" in minors[25]["summary"]
 
@@ -626,3 +626,15 @@ def test_divergence_found_by_a_running_online_verify_is_not_ok(tmp_path):
     clean = Node(tmp_path / "clean", _one_device(
         "cs:VerifyS ro:Primary/Secondary ds:UpToDate/UpToDate C r-----"))
     assert by_minor(run_here(clean))[5]["state"] == "0"
+
+
+@pytest.mark.parametrize("cs", ["WFSyncUUID", "WFBitMapT", "StartingSyncT"])
+def test_resync_ok_does_not_cover_a_resync_that_never_starts(tmp_path, cs):
+    # resync_state = ok is for a resync that progresses; a device stuck in
+    # the handshake before it (a known DRBD 8.3 hang in WFSyncUUID) moves no
+    # data while its local copy is Outdated: it must not be OK for ever.
+    node = Node(tmp_path, _one_device(
+        "cs:%s ro:Secondary/Primary ds:Outdated/UpToDate C r-----" % cs))
+    minor = by_minor(run_here(node, resync_state="ok"))[5]
+    assert minor["state"] == "1"
+    assert minor["summary"].startswith("starting a resync (%s, this node receives)" % cs)

@@ -42,6 +42,7 @@ MAX_NAMES = 10
 RESYNC = frozenset(("SyncSource", "SyncTarget", "PausedSyncS", "PausedSyncT",
                     "StartingSyncS", "StartingSyncT", "WFBitMapS", "WFBitMapT",
                     "WFSyncUUID"))
+SYNCING = frozenset(("SyncSource", "SyncTarget"))  # moving data
 PAUSED = frozenset(("PausedSyncS", "PausedSyncT"))
 VERIFY = frozenset(("VerifyS", "VerifyT"))
 CONGESTED = frozenset(("Ahead", "Behind"))
@@ -436,15 +437,17 @@ def _connection(d, s, p, now, info):
                                  % (cs, format_duration(held),
                                     format_duration(s.disconnected_grace))))
     elif cs in RESYNC:
-        paused = cs in PAUSED or (d.sync is not None and d.sync.stalled)
+        moving = cs in SYNCING and not (d.sync is not None and d.sync.stalled)
         what = "resync paused" if cs in PAUSED else (
-            "resyncing" if cs in ("SyncSource", "SyncTarget") else "starting a resync")
+            "resyncing" if cs in SYNCING else "starting a resync")
         text = "%s (%s, this node %s)" % (what, cs, "sends" if cs.endswith(
             ("S", "Source")) else "receives")
         details = _sync_text(d)
         if details:
             text += ": " + details
-        found.append(Problem(WARN if paused or not s.resync_ok else OK, text))
+        # resync_state = ok covers a resync that moves data, not one that
+        # is paused, stalled or stuck in the handshake before it
+        found.append(Problem(OK if moving and s.resync_ok else WARN, text))
     elif cs in CONGESTED:
         found.append(Problem(WARN, "replication suspended by congestion (%s)%s"
                              % (cs, ": %s out of sync" % format_bytes(d.oos)
