@@ -638,3 +638,15 @@ def test_resync_ok_does_not_cover_a_resync_that_never_starts(tmp_path, cs):
     minor = by_minor(run_here(node, resync_state="ok"))[5]
     assert minor["state"] == "1"
     assert minor["summary"].startswith("starting a resync (%s, this node receives)" % cs)
+
+
+def test_behind_is_congestion_not_a_stale_disk(tmp_path):
+    # DRBD keeps a Behind node's disk Outdated (or Inconsistent) until the
+    # resync that follows the congestion (drbd_state.c sanitize_state): the
+    # documented WARN, not the CRIT of an Outdated copy nobody resyncs.
+    node = Node(tmp_path, _one_device(
+        "cs:Behind ro:Secondary/Primary ds:Outdated/UpToDate A r-----", "oos:131072"))
+    minor = by_minor(run_here(node))[5]
+    assert minor["state"] == "1"
+    assert minor["summary"].startswith(
+        "replication suspended by congestion (Behind): 128 MiB out of sync (drbd5:")

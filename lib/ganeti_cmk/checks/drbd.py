@@ -489,7 +489,8 @@ PEER_DISK = {
 
 def _disks(d):
     found = []
-    resync = d.cs in RESYNC
+    # a stale copy that DRBD is about to resync (Behind: after the congestion)
+    resync = d.cs in RESYNC or d.cs in CONGESTED
     if d.disk in LOCAL_DISK:
         found.append(Problem(*LOCAL_DISK[d.disk]))
     elif d.disk in ("Outdated", "Inconsistent") and not resync:
