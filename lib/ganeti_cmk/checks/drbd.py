@@ -163,6 +163,7 @@ def find_owners(run_dir, devices, p):
                                   "(%s): devices are named by minor; run the "
                                   "check as root" % describe(e)))
     p.stale_cache = [m for m in cached if m not in configured]
+    cached = set(cached)  # looked up once per configured minor
     links = None
     for minor in sorted(configured):
         owner = ganeti.read_bdev_cache(run_dir, minor) if minor in cached else None
