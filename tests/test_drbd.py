@@ -674,3 +674,23 @@ def test_naming_thousands_of_minors_is_not_quadratic(tmp_path, monkeypatch):
     _CountedMinor.comparisons = 0
     check.find_owners(str(tmp_path), devices, check.Probe())
     assert _CountedMinor.comparisons < 10 * count
+
+
+def test_a_quiet_run_imports_no_json(tmp_path):
+    # Every node runs this every minute: json (like re) is start-up time,
+    # needed only while something is timed (the state file).
+    node = Node(tmp_path, "\n".join(fixture(FORMS[0]).split("\n")[:6]) + "\n")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "ganeti_cmk.cfg").write_text(node.config())
+    code = ("import sys; sys.path.insert(0, %r); from ganeti_cmk.runner import main; "
+            "from ganeti_cmk.checks.drbd import CHECK; main(CHECK); "
+            "sys.stderr.write('imported: %%s' %% sorted({'json', 're'} & set(sys.modules)))"
+            % os.path.join(ROOT, "lib"))
+    proc = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=60,
+                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                               "MK_CONFDIR": str(tmp_path / "etc"),
+                               "MK_VARDIR": str(tmp_path / "var")})
+    assert_valid_output(proc.stdout)
+    assert "2 DRBD devices replicating" in proc.stdout
+    assert proc.stderr.endswith("imported: []"), proc.stderr

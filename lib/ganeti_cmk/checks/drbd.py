@@ -270,12 +270,12 @@ def load_state(path, notes):
 
 def keep_time(state_dir, devices, now, p):
     """Time the conditions that need a grace across runs: p.since."""
-    import json
     path = os.path.join(state_dir, STATE_FILE)
     conditions = timed_conditions(devices)
     unsure = {str(d.minor) for d in devices if d.problem}
     if not conditions and not unsure and not os.path.lexists(path):
         return
+    import json  # with re: ~10 ms of start-up, only while something is timed
     state = update_timers(load_state(path, p.notes), conditions, now, unsure)
     p.since = state["since"]
     try:
