@@ -694,3 +694,29 @@ def test_a_quiet_run_imports_no_json(tmp_path):
     assert_valid_output(proc.stdout)
     assert "2 DRBD devices replicating" in proc.stdout
     assert proc.stderr.endswith("imported: []"), proc.stderr
+
+
+def test_two_links_to_one_minor_name_it_by_minor(tmp_path):
+    # A stale link (left by a crash) and a live one to the same device:
+    # which instance it is is unknown, so it is not guessed.
+    node = Node(tmp_path, fixture(FORMS[0]))
+    node.link("web1.example.com", 0, 1)
+    node.link("old.example.com", 0, 1)
+    services = run_here(node)
+    assert "DRBD minor 1" in services
+    assert not any("web1" in name or "old." in name for name in services)
+    assert "old.example.com:0, web1.example.com:0" in " ".join(
+        services["DRBD minor 1"]["details"])
+
+
+@needs_root
+def test_a_link_of_another_user_names_nothing(tmp_path):
+    # Ganeti's node daemon (root) makes these links; one made by another
+    # user is nobody's word for which instance a device is.
+    node = Node(tmp_path, fixture(FORMS[0]))
+    node.link("web1.example.com", 0, 1)
+    node.link("db1.example.com", 0, 3)
+    os.lchown(str(node.run / "instance-disks" / "db1.example.com:0"), 65534, 65534)
+    services = run_here(node)
+    assert "DRBD web1.example.com disk/0" in services
+    assert "DRBD minor 3" in services and "DRBD db1.example.com disk/0" not in services
