@@ -39,11 +39,12 @@ EXPECTED = {
              "verify found a divergence): disconnect and reconnect the device to resync it"),
     7: ("1", "not connected (WFConnection) for 0 s: the peer node is down or "
              "unreachable (CRIT after 15 min)"),
-    8: ("2", "StandAlone: not replicating; possible split brain: check the kernel log (dmesg)"),
+    8: ("1", "StandAlone for 0 s: not replicating (Ganeti disconnects a disk for "
+             "moments when it migrates or replaces disks; CRIT after 30 s)"),
     9: ("2", "local disk Diskless: this node holds no copy of the data"),
     10: ("2", "peer disk Diskless: the peer holds no copy of the data"),
-    11: ("2", "StandAlone: not replicating; possible split brain: check the kernel log "
-              "(dmesg); local disk Outdated and no resync running: this copy is stale"),
+    11: ("2", "local disk Outdated and no resync running: this copy is stale; "
+              "StandAlone for 0 s"),
     12: ("2", "local disk Outdated and no resync running: this copy is stale; not "
               "connected (WFConnection)"),
     13: ("2", "local disk Inconsistent and no resync running: this copy is unusable"),
@@ -139,8 +140,8 @@ def test_every_state_in_every_form(tmp_path, form):
     node = services[NODE]
     assert node["state"] == "0"  # device problems are their own services' alarms
     assert node["summary"].startswith("22 of 26 DRBD devices not OK, see their "
-                                      "services: DRBD minor 8 (CRIT), DRBD minor 9 (CRIT)")
-    assert node["metrics"]["drbd_devices"] == 26 and node["metrics"]["drbd_crit"] == 7
+                                      "services: DRBD minor 9 (CRIT), DRBD minor 10 (CRIT)")
+    assert node["metrics"]["drbd_devices"] == 26 and node["metrics"]["drbd_crit"] == 6
 
 
 def test_metrics_per_device(tmp_path):
@@ -164,10 +165,10 @@ def test_summary_mode_folds_everything_into_one_service(tmp_path):
     node = services[NODE]
     assert node["state"] == "2"
     assert node["summary"].startswith(
-        "22 of 26 DRBD devices not OK: minor 8: StandAlone: not replicating; "
-        "possible split brain")
-    assert node["metrics"] == {"drbd_devices": 26, "drbd_ok": 4, "drbd_warn": 15,
-                               "drbd_crit": 7, "drbd_unknown": 0, "drbd_resyncing": 6,
+        "22 of 26 DRBD devices not OK: minor 9: local disk Diskless: this node "
+        "holds no copy of the data")
+    assert node["metrics"] == {"drbd_devices": 26, "drbd_ok": 4, "drbd_warn": 16,
+                               "drbd_crit": 6, "drbd_unknown": 0, "drbd_resyncing": 6,
                                "drbd_oos_bytes": node["metrics"]["drbd_oos_bytes"]}
     assert len(node["summary"]) <= 960
 
@@ -185,7 +186,9 @@ def test_all_replicating(tmp_path):
 
 
 def test_unknown_states_are_unknown_with_the_raw_text(tmp_path):
-    minors = by_minor(run_here(Node(tmp_path, fixture("unknown-states.txt"))))
+    node = Node(tmp_path, fixture("unknown-states.txt"))
+    _save_state(node, {"6:standalone": time.time() - 3600})
+    minors = by_minor(run_here(node))
     assert minors[0]["state"] == "0"
     for minor, word in ((3, "cs:TOO_LARGE"), (4, "ro:Tertiary"), (5, "ds:Sparkling")):
         assert minors[minor]["state"] == "3"
@@ -234,7 +237,7 @@ def test_names_come_from_bdev_cache_and_roles_from_proc(tmp_path):
     services = run_here(node)
     web1 = services["DRBD web1.example.com disk/0"]
     assert web1["state"] == "0" and "Primary/Secondary" in web1["summary"]
-    assert services["DRBD db2.example.com disk/1"]["state"] == "2"
+    assert services["DRBD db2.example.com disk/1"]["summary"].startswith("StandAlone")
     assert services["DRBD mail.example.com disk/0"]["summary"].startswith("resyncing")
     assert "DRBD minor 0" not in services and "DRBD minor 3" not in services
     assert not any("gone" in name for name in services)
@@ -351,7 +354,7 @@ def test_disconnected_turns_crit_after_the_grace(tmp_path):
     assert first[7]["state"] == "1"
     saved = json.loads(node.state_file().read_text())
     assert set(saved["since"]) == {"%d:disconnected" % m for m in (7, 12, 18, 19, 20, 21)} | {
-        "14:dual_primary"}
+        "14:dual_primary", "8:standalone", "11:standalone"}
     _save_state(node, {"7:disconnected": time.time() - 16 * 60,
                        "14:dual_primary": time.time() - 2 * 3600})
     minors = by_minor(run_here(node))
@@ -458,7 +461,7 @@ def test_broken_config_data_is_not_a_reason_to_alarm(tmp_path):
 
 def test_agent_run_end_to_end(tmp_path):
     node = Node(tmp_path, fixture(FORMS[1]))
-    node.cache(8, "web1.example.com secondary disk/0\n")
+    node.cache(9, "web1.example.com secondary disk/0\n")
     services = run_agent("ganeti_drbd", tmp_path, node.config())
     assert services["DRBD web1.example.com disk/0"]["state"] == "2"
     assert services[NODE]["state"] == "0"
@@ -720,3 +723,30 @@ def test_a_link_of_another_user_names_nothing(tmp_path):
     services = run_here(node)
     assert "DRBD web1.example.com disk/0" in services
     assert "DRBD minor 3" in services and "DRBD db1.example.com disk/0" not in services
+
+
+STANDALONE = "cs:StandAlone ro:Primary/Unknown ds:UpToDate/DUnknown   r-----"
+
+
+def test_standalone_for_a_moment_is_what_every_migration_does(tmp_path):
+    # Ganeti disconnects (StandAlone) and reconnects every DRBD disk twice in
+    # each live migration and when it replaces disks: a run that lands in
+    # that moment must not page "possible split brain".
+    node = Node(tmp_path, _one_device(STANDALONE))
+    first = by_minor(run_here(node))[5]
+    assert first["state"] == "1"
+    assert first["summary"].startswith(
+        "StandAlone for 0 s: not replicating (Ganeti disconnects a disk for "
+        "moments when it migrates or replaces disks; CRIT after 30 s)")
+    assert "5:standalone" in json.loads(node.state_file().read_text())["since"]
+
+
+def test_standalone_that_lasts_is_crit(tmp_path):
+    node = Node(tmp_path, _one_device(STANDALONE))
+    _save_state(node, {"5:standalone": time.time() - 60})
+    minor = by_minor(run_here(node))[5]
+    assert minor["state"] == "2"
+    assert minor["summary"].startswith(
+        "StandAlone: not replicating; possible split brain: check the kernel log (dmesg)")
+    at_once = Node(tmp_path / "at-once", _one_device(STANDALONE))
+    assert by_minor(run_here(at_once, standalone_grace="0s"))[5]["state"] == "2"

@@ -28,6 +28,7 @@ DEFAULTS = {
     "proc_drbd": "/proc/drbd",
     "services": "per-device",
     "resync_state": "warn",
+    "standalone_grace": "30s",
     "disconnected_grace": "15m",
     "dual_primary_grace": "1h",
     "require_module": "auto",
@@ -52,7 +53,8 @@ WAITING = frozenset(("WFConnection", "WFReportParams", "Unconnected", "Timeout",
 STANDALONE = "StandAlone"
 LINKED = frozenset(("Connected",)) | RESYNC | VERIFY  # the peer's disk state counts
 
-DISCONNECTED, DUAL_PRIMARY = "disconnected", "dual_primary"  # timed conditions
+# timed conditions
+SPLIT, DISCONNECTED, DUAL_PRIMARY = "standalone", "disconnected", "dual_primary"
 
 
 class Settings:
@@ -62,6 +64,7 @@ class Settings:
                                          ("per-device", "summary")) == "summary"
         self.resync_ok = config.get_choice(SECTION, "resync_state",
                                            ("warn", "ok")) == "ok"
+        self.standalone_grace = config.get_duration(SECTION, "standalone_grace")
         self.disconnected_grace = config.get_duration(SECTION, "disconnected_grace")
         self.dual_primary_grace = config.get_duration(SECTION, "dual_primary_grace")
         self.require_module = config.get_choice(SECTION, "require_module",
@@ -215,6 +218,8 @@ def timed_conditions(devices):
     for d in devices:
         if d.problem:  # torn: its timers are kept, not judged
             continue
+        if d.cs == STANDALONE:
+            keys.add("%d:%s" % (d.minor, SPLIT))
         if d.cs in WAITING:
             keys.add("%d:%s" % (d.minor, DISCONNECTED))
         if d.role == "Primary" and d.peer_role == "Primary":
@@ -423,9 +428,17 @@ def judge(d, owner, s, p, now):
 
 def _connection(d, s, p, now, info):
     cs, found = d.cs, []
-    if cs == STANDALONE:
-        found.append(Problem(CRIT, "StandAlone: not replicating; possible "
-                             "split brain: check the kernel log (dmesg)"))
+    if cs == STANDALONE:  # Ganeti's own disconnects last seconds
+        held = _for(p.since, "%d:%s" % (d.minor, SPLIT), now)
+        if held >= s.standalone_grace:
+            found.append(Problem(CRIT, "StandAlone: not replicating; possible "
+                                 "split brain: check the kernel log (dmesg)"))
+        else:
+            found.append(Problem(WARN, "StandAlone for %s: not replicating "
+                                 "(Ganeti disconnects a disk for moments when "
+                                 "it migrates or replaces disks; CRIT after %s)"
+                                 % (format_duration(held),
+                                    format_duration(s.standalone_grace))))
     elif cs in WAITING:
         held = _for(p.since, "%d:%s" % (d.minor, DISCONNECTED), now)
         if held >= s.disconnected_grace:
@@ -621,8 +634,9 @@ CHECK = Check(
     description="Checkmk local check: does every DRBD disk of this Ganeti "
     "node replicate?  One service per device, named by instance and disk.",
     epilog="States: OK Connected, UpToDate/UpToDate (either role order);\n"
-    "WARN resync, out of sync, not connected or Primary/Primary (CRIT after\n"
-    "[drbd] disconnected_grace / dual_primary_grace);\n"
-    "CRIT StandAlone, a local or peer disk without its data, Secondary under\n"
-    "a running qemu, drbd module not loaded where the cluster needs it;\n"
+    "WARN resync, out of sync, StandAlone, not connected or Primary/Primary\n"
+    "(CRIT after [drbd] standalone_grace / disconnected_grace /\n"
+    "dual_primary_grace);\n"
+    "CRIT a local or peer disk without its data, Secondary under a running\n"
+    "qemu, drbd module not loaded where the cluster needs it;\n"
     "UNKNOWN states DRBD 8 does not write (raw text shown), DRBD 9.")
