@@ -530,7 +530,6 @@ def instance_disk_links(run_dir):
     links name (a stale one beside the live one) gets a DiskOwner with a
     problem.  No directory: {}.
     """
-    from .safefile import trusted_owners
     directory = os.path.join(run_dir, DISK_LINKS_SUBDIR)
     try:
         names = os.listdir(directory)
