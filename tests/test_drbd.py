@@ -750,3 +750,15 @@ def test_standalone_that_lasts_is_crit(tmp_path):
         "StandAlone: not replicating; possible split brain: check the kernel log (dmesg)")
     at_once = Node(tmp_path / "at-once", _one_device(STANDALONE))
     assert by_minor(run_here(at_once, standalone_grace="0s"))[5]["state"] == "2"
+
+
+def test_the_state_file_is_read_as_the_checks_own_file(tmp_path):
+    # A second hard link means someone else holds a name for it (and could
+    # have written it): the timers in it are nobody's word, as statefile.read
+    # says for every check's state file.
+    node = Node(tmp_path, fixture(FORMS[0]))
+    _save_state(node, {"7:disconnected": time.time() - 20 * 60})
+    os.link(str(node.state_file()), str(tmp_path / "second-name"))
+    services = run_here(node)
+    assert by_minor(services)[7]["state"] == "1"
+    assert any("timers start again" in d for d in services[NODE]["details"])

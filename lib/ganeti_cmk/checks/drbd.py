@@ -19,7 +19,7 @@ from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable,
                           Problem, Result, worst)
 from ..runner import Check
 from ..safefile import describe, read_file
-from ..statefile import write_atomically
+from ..statefile import read, write_atomically
 from ..words import fit, format_bytes, format_duration, plural, some
 
 SERVICE = "DRBD"
@@ -260,7 +260,7 @@ def load_state(path, notes):
     the next save replaces it)."""
     import json
     try:
-        data = json.loads(read_file(path, STATE_MAX).decode("utf-8"))
+        data = json.loads(read(path, STATE_MAX).decode("utf-8"))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, RecursionError) as e:
