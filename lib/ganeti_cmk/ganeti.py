@@ -540,30 +540,43 @@ def instance_disk_links(run_dir):
     """{minor: DiskOwner} from `<run_dir>/instance-disks/<instance>:<index>`.
 
     Ganeti links each disk of an instance started (or migrated in) on this
-    node to its device; links are only read (readlink), never followed.
-    Links to anything but /dev/drbd<N> are skipped.  No directory: {}.
+    node to its device; links are only read (readlink), never followed,
+    and count only when root (Ganeti's node daemon) or we made them.
+    Links to anything but /dev/drbd<N> are skipped; a minor that several
+    links name (a stale one beside the live one) gets a DiskOwner with a
+    problem.  No directory: {}.
     """
     directory = os.path.join(run_dir, DISK_LINKS_SUBDIR)
     try:
         names = os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError):
         return {}
-    found = {}
+    trusted, claims = trusted_owners(), {}
     for name in sorted(names):
         instance, sep, index = name.rpartition(DISK_SEPARATOR)
         if not (sep and index.isdigit() and index.isascii() and len(index) <= 6
                 and valid_instance_name(instance)):
             continue
+        path = os.path.join(directory, name)
         try:
-            target = os.readlink(os.path.join(directory, name))
+            st = os.lstat(path)
+            target = os.readlink(path)
         except OSError:
             continue  # not a link, or removed meanwhile
+        if st.st_uid not in trusted:
+            continue
         device = target.rsplit("/", 1)[-1]
         number = device[len(DRBD_PREFIX):]
         if target == "/dev/" + device and device.startswith(DRBD_PREFIX) \
                 and number.isdigit() and number.isascii():
-            found.setdefault(int(number), DiskOwner(
-                instance, "disk/%d" % int(index), os.path.join(directory, name)))
+            claims.setdefault(int(number), []).append(
+                DiskOwner(instance, "disk/%d" % int(index), path))
+    found = {}
+    for minor, links in claims.items():
+        found[minor] = links[0] if len(links) == 1 else DiskOwner(
+            source=directory, problem="has several links to /dev/%s%d: %s" % (
+                DRBD_PREFIX, minor, ", ".join(os.path.basename(o.source)
+                                               for o in links)))
     return found
 
 
