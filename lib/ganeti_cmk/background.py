@@ -54,11 +54,14 @@ from . import statefile
 from .words import format_duration
 
 MIB = 1 << 20
-DEADLINE_GRACE = 60       # s a refresh may take beyond the task's timeout:
-#                           KILL_GRACE + 2 JOBS_TIMEOUT + CANCEL_TIMEOUT fit
 SYSTEMD_RUN_TIMEOUT = 10  # s systemd-run --no-block may take
 JOBS_TIMEOUT = 10         # s gnt-job list may take after a timeout
 CANCEL_TIMEOUT = 30       # s gnt-job cancel may take after a timeout
+# s a refresh may take beyond the task's timeout: the kill of the command,
+# gnt-job list twice (the second maybe killed), gnt-job cancel (maybe
+# killed), and 25 s for the rest (start-up, writing the cache): 90 s
+DEADLINE_GRACE = (KILL_GRACE + JOBS_TIMEOUT + (JOBS_TIMEOUT + KILL_GRACE)
+                  + (CANCEL_TIMEOUT + KILL_GRACE) + 25)
 CANCEL_OUTPUT = 64 * 1024  # bytes of gnt-job cancel's output read
 JOBS_OUTPUT = 256 * 1024  # bytes of gnt-job list's output read
 JOBS_KEPT = 20            # running jobs kept in a record
