@@ -1111,11 +1111,14 @@ def test_age_duration_and_run_details():
         ("ganeti_verify_duration", 7.4), ("ganeti_verify_age", 125)]
     assert r.details[-1].endswith("for 7 s, exit code 0: gnt-cluster verify "
                                   "--error-codes")
-    # a clock that went back: age 0, not a negative number, and it says so
+    # a clock that went back: age 0, not a negative number, and it says so;
+    # the age is unknown, so it is not fine (WARN) until a refresh replaces it
     (r,) = cv.evaluate(cache, cv.Settings(cv.CHECK.config(text="")), now - 3600)
-    assert r.metrics[3].value == 0
-    assert r.summary == ("no errors or warnings (1 notice) - verify finished "
-                         "58 min in the future (did the clock jump back?)")
+    assert r.metrics[3].value == 0 and r.state == WARN
+    assert r.summary == ("result is from 58 min in the future: its age is "
+                         "unknown (did the clock jump back?); no errors or "
+                         "warnings (1 notice) - verify finished 58 min in the "
+                         "future (did the clock jump back?)")
     (r,) = cv.evaluate(cache, cv.Settings(cv.CHECK.config(text="")), now - 150)
     assert r.summary.endswith(" - verify ran 0 s ago")   # within a minute
 
@@ -1274,6 +1277,29 @@ def test_an_incomplete_run_keeps_the_last_complete_verdict(cluster, tmp_path,
     # and the agent shows the same from the cache
     again = cluster.agent()
     assert service(again)["summary"].split(" - ")[0] == svc["summary"].split(" - ")[0]
+
+
+def test_a_last_complete_result_from_the_future_never_stays_ok():
+    """The clock jumped back a day after the last complete verify, and every
+    run since is incomplete: that result's age is unknown, not forever
+    below stale_after.  The piggybacked services stayed OK ("0 s ago")
+    until the clock caught up."""
+    now = 1700000000.0
+    last = make_cache("era-3.0-clean", now, age=-86400.0)
+    last["complete"] = True
+    newest = make_cache("era-3.0-clean", now, timed_out=True, complete=False,
+                        last_complete=last)
+    config = cv.CHECK.config(text="[cluster_verify]\npiggyback = yes\n")
+    results = cv.evaluate(newest, cv.Settings(config), now,
+                          node="node1.example.com",
+                          hosts=["node1.example.com", "web1.example.com"])
+    assert_valid_output("".join(line + "\n" for line in render_local(results)))
+    web1 = next(r for r in results if r.host == "web1.example.com")
+    assert web1.state == WARN, web1.summary
+    assert "result is from 1 d in the future: its age is unknown (did the " \
+        "clock jump back?)" in web1.summary, web1.summary
+    master = results[0]
+    assert master.state == CRIT and "its age is unknown" in master.summary
 
 
 def test_piggybacked_services_turn_stale_like_the_masters(cluster):

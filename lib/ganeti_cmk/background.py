@@ -648,8 +648,14 @@ def when(age, verb="ran"):
 
 def age_problems(record, stale_after, now, key):
     """[Problem] when `record` is older than `stale_after` (`key` names
-    that setting in the message)."""
+    that setting in the message), or from the future: after the clock
+    jumped back its age is unknown, and it must not count as young until
+    the clock catches up (every newer run may be incomplete)."""
     age = now - record["finished"]
+    if age < -CLOCK_SLACK:
+        return [Problem(WARN, "result is from %s in the future: its age is "
+                        "unknown (did the clock jump back?)"
+                        % format_duration(-age))]
     if age > stale_after:
         return [Problem(WARN, "result is %s old, older than %s (%s)" % (
             format_duration(age), format_duration(stale_after), key))]

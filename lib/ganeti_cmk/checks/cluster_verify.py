@@ -14,7 +14,7 @@ import time
 
 from .. import background, ganeti, safefile, verify
 from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable,
-                          Result, State, sanitize, valid_host, worst)
+                          Problem, Result, State, sanitize, valid_host, worst)
 from ..runner import Check
 from ..words import SUMMARY_MAX, fit, format_duration, plural
 
@@ -455,9 +455,10 @@ def evaluate(cache, settings, now, refresh_note=None, node=None, hosts=(),
     counted = newest if last is cache else (
         _Run(last, settings) if last is not None else None)
     problems = _run_problems(cache, newest.report, settings)
-    problems += background.age_problems(
+    aged = background.age_problems(
         (counted or newest).record, settings.stale_after, now,
         "[cluster_verify] stale_after")
+    problems += aged
     if refresh_note and refresh_note.state != OK:
         problems.append(refresh_note)
     if hosts_problem:
@@ -496,8 +497,9 @@ def evaluate(cache, settings, now, refresh_note=None, node=None, hosts=(),
                       min=0)]
     piggy = []
     if settings.piggyback:
-        why = None if counted is newest else "; ".join(
-            text for state, text in problems if state != OK) or "it did not complete"
+        why = None if counted is newest else "; ".join(  # each ages itself
+            text for state, text in problems if state != OK
+            and (state, text) not in aged) or "it did not complete"
         piggy, skipped = _piggyback(counted, hosts, node, now, settings, why, ran)
         if skipped:
             details.append("no piggyback service for %s: %s" % (
@@ -539,13 +541,11 @@ def _piggyback(counted, hosts, node, now, settings, why, ran):
             continue
         found = about[host]
         age = now - counted.finished
-        notes = [(s, t) for s, t in (
-            (WARN, "result is %s old, older than %s ([cluster_verify] "
-             "stale_after)" % (format_duration(age),
-                               format_duration(settings.stale_after)))
-            if age > settings.stale_after else (OK, ""),
-            (OK, "the newest verify (%s) does not count: %s" % (
-                ran, sanitize(why, SUMMARY_TEXT))) if why else (OK, "")) if t]
+        notes = background.age_problems(counted.record, settings.stale_after,
+                                        now, "[cluster_verify] stale_after")
+        if why:
+            notes.append(Problem(OK, "the newest verify (%s) does not count: %s"
+                                 % (ran, sanitize(why, SUMMARY_TEXT))))
 
         def build(shown, found=found, notes=notes, age=age):
             summary = (_findings_text(found, shown, items=False)
