@@ -1302,6 +1302,36 @@ def test_a_last_complete_result_from_the_future_never_stays_ok():
     assert master.state == CRIT and "its age is unknown" in master.summary
 
 
+def test_what_an_incomplete_run_found_about_a_host_reaches_its_service():
+    """verify was killed after it reported an ERROR about web1: the master
+    is CRIT and names it, and web1's own service, which shows the last
+    complete (clean) result, must not stay OK about it."""
+    now = 1700000000.0
+    last = make_cache("era-3.0-clean", now, age=1200.0)
+    last["complete"] = True
+    out = ("Submitted jobs 1, 2\nWaiting for job 1 ...\n* Verifying node status\n"
+           "  - ERROR:ENODEDRBD:node:web1.example.com:drbd minor 0 is not active\n")
+    newest = dict(make_cache("era-3.0-clean", now),
+                  **cv.parse_output(-9, out.encode(), b""))
+    assert newest["complete"] is False
+    newest["last_complete"] = last
+    config = cv.CHECK.config(text="[cluster_verify]\npiggyback = yes\n")
+    results = cv.evaluate(newest, cv.Settings(config), now,
+                          node="node1.example.com",
+                          hosts=["node1.example.com", "web1.example.com",
+                                 "db1.example.com"])
+    assert_valid_output("".join(line + "\n" for line in render_local(results)))
+    master = results[0]
+    assert master.state == CRIT and "ENODEDRBD" in master.summary
+    web1 = next(r for r in results if r.host == "web1.example.com")
+    assert web1.state == CRIT, web1.summary
+    assert web1.summary.startswith("1 error: ENODEDRBD (drbd minor 0 is not "
+                                   "active) - gnt-cluster verify on the master "
+                                   "20 min ago; the newest verify"), web1.summary
+    db1 = next(r for r in results if r.host == "db1.example.com")
+    assert db1.state == OK, db1.summary
+
+
 def test_piggybacked_services_turn_stale_like_the_masters(cluster):
     cluster.settings["piggyback"] = "yes"
     cluster.case("era-3.0-clean")

@@ -500,7 +500,8 @@ def evaluate(cache, settings, now, refresh_note=None, node=None, hosts=(),
         why = None if counted is newest else "; ".join(  # each ages itself
             text for state, text in problems if state != OK
             and (state, text) not in aged) or "it did not complete"
-        piggy, skipped = _piggyback(counted, hosts, node, now, settings, why, ran)
+        piggy, skipped = _piggyback(counted, hosts, node, now, settings, why, ran,
+                                    None if counted is newest else newest)
         if skipped:
             details.append("no piggyback service for %s: %s" % (
                 plural(len(skipped), "host"), ", ".join(
@@ -517,15 +518,20 @@ def _is_uuid(text):
             and all(c in "0123456789abcdefABCDEF-" for c in text))
 
 
-def _piggyback(counted, hosts, node, now, settings, why, ran):
+def _piggyback(counted, hosts, node, now, settings, why, ran, incomplete=None):
     """(One `Ganeti verify` service per node and instance host, the host
     names skipped).  They show the complete run that counts, age like the
-    master's service, and say why a newer run does not count."""
+    master's service, and say why a newer run does not count; what that
+    `incomplete` run found about a host is real too, and is added."""
     about = {name.lower(): [] for name in hosts}
-    for f, s in counted.judged if counted else ():
-        if (s is not None and f.item and f.item_type in ("node", "instance")
-                and not _is_uuid(f.item)):
-            about.setdefault(f.item.lower(), []).append((f, s))
+    seen = set()
+    for run in (counted, incomplete) if counted else ():
+        for f, s in run.judged if run else ():
+            if (s is not None and f.item and f.item_type in ("node", "instance")
+                    and not _is_uuid(f.item)
+                    and (f.code, f.item, f.message) not in seen):
+                seen.add((f.code, f.item, f.message))
+                about.setdefault(f.item.lower(), []).append((f, s))
     results, skipped = [], []
     for host in sorted(about):
         if host == node:
