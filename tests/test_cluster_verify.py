@@ -1332,6 +1332,27 @@ def test_what_an_incomplete_run_found_about_a_host_reaches_its_service():
     assert db1.state == OK, db1.summary
 
 
+@pytest.mark.parametrize("stdout", [
+    "",
+    "Usage:\n  gnt-cluster verify [opts...]\n\nOptions:\n  -h, --help  show "
+    "this help message and exit\n",
+], ids=["nothing", "help"])
+def test_exit_0_without_verifying_anything_is_not_fine(stdout):
+    """`extra_args = --help` (or a gnt-cluster that prints nothing) exits 0
+    without submitting a job or verifying a section: that checked nothing,
+    and said "no errors or warnings" (OK)."""
+    now = 1700000000.0
+    cache = dict(make_cache("era-3.0-clean", now),
+                 **cv.parse_output(0, stdout.encode(), b""))
+    assert cache["complete"] is False
+    (r,) = cv.evaluate(cache, cv.Settings(cv.CHECK.config(text="")), now)
+    assert r.state == WARN, r.summary
+    assert r.summary.startswith(
+        "gnt-cluster verify exited with 0 but verified nothing (no job "
+        "submitted, no section):"), r.summary
+    assert "no complete result yet" in r.summary
+
+
 def test_piggybacked_services_turn_stale_like_the_masters(cluster):
     cluster.settings["piggyback"] = "yes"
     cluster.case("era-3.0-clean")

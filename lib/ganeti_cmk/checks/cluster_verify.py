@@ -169,11 +169,14 @@ def parse_output(returncode, stdout, stderr):
 
 def _complete(report):
     """A run whose findings can be the verdict: it ended by itself, nothing
-    kept it from verifying, and a failing exit code is explained by an
-    ERROR it reported."""
+    kept it from verifying, it verified something (submitted a job, began
+    a section or found something: `--help` in extra_args exits 0 having
+    checked nothing), and a failing exit code is explained by an ERROR it
+    reported."""
     rc = report.exit_code
     return (rc is not None and rc >= 0 and not report.failure
             and not report.failed_jobs and not report.job_errors
+            and bool(report.jobs or report.sections or report.findings)
             and (rc == 0 or any(f.severity == verify.ERROR
                                 for f in report.findings)))
 
@@ -331,6 +334,13 @@ def _run_problems(cache, report, settings):
         else:
             problems.append((WARN, "gnt-cluster verify exited with %d but "
                              "reported no ERROR: %s" % (rc, reason)))
+    if rc == 0 and not problems and not (report.jobs or report.sections
+                                         or report.findings):
+        said = report.unrecognised or report.stderr
+        problems.append((WARN, "gnt-cluster verify exited with 0 but verified "
+                         "nothing (no job submitted, no section): %s" % (
+                             sanitize(said[0], SUMMARY_TEXT) if said
+                             else "it printed nothing")))
     if not cache.get("complete", True) and not any(
             state != OK for state, _ in problems):
         problems.append((WARN, "verify did not complete"))
