@@ -462,6 +462,25 @@ def test_not_root_on_the_master_is_told_to_run_as_root():
         shutil.rmtree(str(tmp))
 
 
+def test_refreshes_that_never_write_a_result_are_named(cluster):
+    """A refresher that dies before it writes anything (here: systemd-run
+    says it started one, and nothing runs) left the service "first verify
+    run in progress" for ever."""
+    cluster.systemd()
+    cluster.env["FAKE_SYSTEMD_RUN_RC"] = "0"
+    svc = service(cluster.agent())
+    assert svc["state"] == "3" and svc["summary"].startswith(
+        "first verify run in progress"), svc
+    old = time.time() - 3600
+    os.utime(str(cluster.state_dir / "cluster_verify.lock"), (old, old))
+    svc = service(cluster.agent())
+    assert svc["state"] == "3"
+    assert svc["summary"].startswith(
+        "no verify result yet: no result 1.0 h after a refresh last started "
+        "(the refreshes end without one: run ganeti_cluster_verify --refresh "
+        "-v to see why); refresh started in the background"), svc["summary"]
+
+
 def test_refresh_that_cannot_start_is_visible(cluster):
     cluster.case("era-3.0-clean")
     (cluster.tmp / "elsewhere").write_text("")      # a file, not a directory

@@ -682,6 +682,8 @@ def latest(task, now, log):
         if now - record["finished"] < -CLOCK_SLACK:
             note = "result from %s in the future" % format_duration(
                 record["finished"] - now)
+    elif note is None:
+        note = _no_result_note(task, now)
     lock = Lock(task.lock)
     try:
         statefile.make_dir(task.state_dir)
@@ -707,6 +709,21 @@ def latest(task, now, log):
             state = worst([state, WARN])
         problem = Problem(state, "%s; %s" % (note, problem.text))
     return record, problem
+
+
+def _no_result_note(task, now):
+    """Without a cache: why, when refreshes have run (the lock file's time:
+    its creation, or the last refresher that took it) longer ago than one
+    takes, yet left no result (each died before writing it); else None."""
+    try:
+        age = now - os.lstat(task.lock).st_mtime
+    except OSError:
+        return None
+    if age <= task.timeout + DEADLINE_GRACE:
+        return None
+    return ("no result %s after a refresh last started (the refreshes end "
+            "without one: run ganeti_%s --refresh -v to see why)"
+            % (format_duration(age), task.module))
 
 
 def add_arguments(parser, what):
