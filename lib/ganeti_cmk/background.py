@@ -326,9 +326,14 @@ def _open_regular(path, flags, replace_link=True):
 
 def _holders(task):
     """[(pid, started, argv)] of the processes with the lock file open
-    (its holders and waiters), oldest first; `started` in time.time()."""
+    (its holders and waiters), oldest first; `started` in time.time().
+
+    An open file is known by its link's text (readlink), never by a
+    stat() of it: that goes to the file, and a file of any process on a
+    hung NFS mount would block the check past its deadline."""
     try:
-        st = os.stat(task.lock, follow_symlinks=False)
+        os.lstat(task.lock)
+        names_of_lock = {task.lock, os.path.realpath(task.lock)}
         pids = procfs.pids(task.proc)
         boot = time.time() - procfs.boot_time()  # when this machine booted
     except OSError:
@@ -342,10 +347,10 @@ def _holders(task):
             continue
         for name in names:
             try:
-                other = os.stat("%s/%s" % (fds, name))
+                link = os.readlink("%s/%s" % (fds, name))
             except OSError:
                 continue
-            if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+            if link in names_of_lock:
                 started = procfs.start_time(task.proc, pid)
                 argv = procfs.cmdline(task.proc, pid)
                 if started is not None:
