@@ -42,7 +42,7 @@ def parse_args(argv):
 
 
 def status(args):
-    results, skipped = [], []
+    results, skipped, labels = [], [], {}
     for check in load_all():
         # a Config each: a check shows only the problems of keys it read
         ctx = Context(check.config(args.config), args, verbose=args.verbose,
@@ -52,10 +52,11 @@ def status(args):
             skipped.append((check, ctx.not_applicable))
         else:
             results.extend(found)
+            labels.update(ctx.labels or {})
     own = [r for r in results if r.host is None]
     code = int(worst((r.state for r in own), default=OK))
     if args.format == "local":
-        sys.stdout.write("".join(line + "\n" for line in render_local(results)))
+        sys.stdout.write("".join(line + "\n" for line in render_local(results, labels)))
     elif args.format == "nagios":
         line, code = render_nagios(results or [Result(OK, "ganeti-cmk", "nothing to check")])
         print(line)
@@ -67,7 +68,7 @@ def status(args):
                    for r in results], sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(render_human(results, sys.stdout.isatty()))
+        sys.stdout.write(render_human(results, sys.stdout.isatty(), labels))
         for check, reason in skipped:
             sys.stdout.write("-        %s: not monitored here: %s\n"
                              % (check.service, sanitize(reason)))

@@ -97,6 +97,52 @@ def read_ssconf_list(data_dir, key):
     return [line.strip() for line in (value or "").splitlines() if line.strip()]
 
 
+def read_ssconf_pairs(data_dir, key, sep=None):
+    """An ssconf file of `<node><sep><value>` lines (`node_primary_ips`:
+    blank, `node_vm_capable`: "=") as {lower-cased node: value}."""
+    pairs = {}
+    for line in read_ssconf_list(data_dir, key):
+        name, _, value = line.partition(sep) if sep else line.partition(" ")
+        pairs[name.strip().lower()] = value.strip()
+    return pairs
+
+
+CONFIG_FILE = "config.data"
+CONFIG_MAX = 256 << 20  # Ganeti's config of a big cluster is tens of MiB
+
+
+def node_group(data_dir, node):
+    """The name of `node`'s node group, or None when this node cannot tell.
+
+    ssconf lists the groups (`ssconf_nodegroups`: "<uuid> <name>") but not
+    which node is in which: with one group that is the answer; with more,
+    only the master and the master candidates know, from the cluster's
+    config (`config.data`, which Ganeti copies to them alone).  OSError
+    or ValueError when that file is refused or not Ganeti's config.
+    """
+    groups = {}
+    for line in read_ssconf_list(data_dir, "nodegroups"):
+        uuid, _, name = line.partition(" ")
+        groups[uuid.strip()] = name.strip()
+    if len(groups) == 1:
+        return next(iter(groups.values())) or None
+    path = os.path.join(data_dir, CONFIG_FILE)
+    try:
+        data = read_bounded(path, CONFIG_MAX, owners=owners())
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    import json
+    try:
+        config = json.loads(data.decode("utf-8", "replace"))
+        for info in config["nodes"].values():
+            if str(info.get("name", "")).lower() == node:
+                group = config["nodegroups"].get(info.get("group"), {})
+                return group.get("name") or groups.get(info.get("group"))
+    except (RecursionError, AttributeError, KeyError, TypeError) as e:
+        raise ValueError("%s: not Ganeti's config (%s)" % (path, type(e).__name__))
+    return None
+
+
 class NodeRole:
     """This node's role in the cluster, as its ssconf files tell it."""
 

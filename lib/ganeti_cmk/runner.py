@@ -58,7 +58,11 @@ class DeadlineExceeded(Exception):
 
 
 class Context:
-    """What a check gets: the config, its settings, the options, a logger."""
+    """What a check gets: the config, its settings, the options, a logger.
+
+    A check may set `labels` ({key: value}) to give its host Checkmk host
+    labels; they are printed in agent mode only (and listed by --human).
+    """
 
     def __init__(self, config, args=None, verbose=0, debug=False):
         self.config = config
@@ -67,6 +71,7 @@ class Context:
         self.verbose = verbose
         self.debug = debug
         self.not_applicable = None  # why the check has nothing to do here
+        self.labels = None  # Checkmk host labels for this host, if any
 
     def log(self, message, level=1):
         """Write to stderr with -v (level 1) or -vv (level 2)."""
@@ -223,7 +228,7 @@ def main(check, argv=None):
         if results is None:  # stdout stays empty; the agent discards stderr
             sys.stderr.write("%s: %s\n" % (check.service, ctx.not_applicable))
             return 0
-        return emit(results, args)
+        return emit(results, args, ctx.labels)
     except BrokenPipeError:
         return 0
     except Exception as e:  # last resort: the agent must still get a line
@@ -233,17 +238,18 @@ def main(check, argv=None):
                             % (type(e).__name__, e))], args)
 
 
-def emit(results, args):
-    """Print the results in the chosen format; return the exit code."""
+def emit(results, args, labels=None):
+    """Print the results (and host labels) in the chosen format; return the
+    exit code.  Labels are Checkmk's: a Nagios line has no place for them."""
     if args and args.nagios:
         line, code = render_nagios(results)
         print(line)
         return code
     if args and args.human:
         from .human import render_human
-        sys.stdout.write(render_human(results, sys.stdout.isatty()))
+        sys.stdout.write(render_human(results, sys.stdout.isatty(), labels))
         return 0
-    lines = render_local(results)
+    lines = render_local(results, labels)
     if lines:
         sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
