@@ -8,7 +8,7 @@ exports CHECK (a runner.Check); its config section is named like the module.
 
 import importlib
 
-NAMES = ("kvm_device", "kvm_binary", "daemons", "cluster_verify")
+NAMES = ("kvm_device", "kvm_binary", "daemons", "cluster_verify", "cluster_state")
 
 
 def load(name):
