@@ -7,7 +7,7 @@ VENV ?= .venv/$(PY_TAG)
 VPY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help status test test-all-pythons integration build mkp install uninstall bench clean
+.PHONY: help status test test-all-pythons integration build mkp deb install uninstall bench clean
 
 help:
 	@echo "make status            quick status of every check on this machine"
@@ -16,6 +16,7 @@ help:
 	@echo "make integration       against a real Ganeti 3.0 cluster + KVM instance (root, Debian 12, /dev/kvm)"
 	@echo "make build             one self-contained executable per check in build/local/"
 	@echo "make mkp               the Checkmk package dist/ganeti_cmk-<version>.mkp"
+	@echo "make deb               the Debian package dist/ganeti-cmk_<version>_all.deb (root: installs debhelper)"
 	@echo "make install           the built checks into \$$(DESTDIR)\$$(LOCALDIR), the example config into \$$(DESTDIR)\$$(CONFDIR)"
 	@echo "make uninstall         remove exactly what install added"
 	@echo "make bench             measure every check, write docs/benchmarks.md (root: installs gcc, needrestart)"
@@ -31,7 +32,7 @@ $(VPY): requirements-test.txt
 	@touch $(VPY)
 
 test: $(VPY)
-	@sh tools/install-debian-packages gcc qemu-system-x86 || echo "without them the tests that need a C compiler or qemu skip"
+	@sh tools/install-debian-packages gcc qemu-system-x86 debhelper lintian || echo "without them the tests that need a C compiler, qemu or Debian's packaging tools skip"
 	$(VPY) -m pytest -m "not integration" --ignore=tests/integration $(PYTEST_ARGS)
 
 PYENV_ROOT ?= $(HOME)/.pyenv
@@ -62,6 +63,12 @@ build:
 
 mkp:
 	$(PYTHON) tools/build.py mkp $(DISTDIR)
+
+# debian/ with debhelper, built from a copy of the tree in a temporary
+# directory (tools/deb.py); DEB_VERSION_SUFFIX=+x appends to the version.
+deb:
+	@sh tools/install-debian-packages debhelper dpkg-dev
+	$(PYTHON) tools/deb.py $(DISTDIR)
 
 # Each check is renamed into place, so the agent never runs half a file (it
 # skips dot files). The operator's ganeti_cmk.cfg is never touched.

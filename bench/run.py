@@ -647,7 +647,7 @@ def render(r):
                     "%.1f MB at most (%s)" % (worst_rss, max(rss, key=rss.get)),
                     worst_rss < TARGETS["rss_mb"], ""))
 
-    out += ["## Targets (issue 7)", "",
+    out += ["## Targets", "",
             "On the reference load: %s processes (%s `sleep`s), %d stand-in "
             "instances, %d of them on a replaced binary." % (
                 "{:,}".format(ref["processes"]), "{:,}".format(sizes["reference"][0]),

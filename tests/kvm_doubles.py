@@ -1,4 +1,5 @@
-"""Real processes that look like Ganeti's KVM instances, for the tests.
+"""Real processes that look like Ganeti's KVM instances, for the tests and
+the bench (importable without pytest; the fixtures are in conftest.py).
 
 A 20-line C program stands in for qemu: it ignores its arguments except
 `-pidfile` (written once it is ready, after `-chroot` if given) and pauses,
@@ -11,10 +12,7 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
-
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The stand-in's file name, unique to this test run (other runs on the same
@@ -74,16 +72,6 @@ def compile_library(directory, name="libcmktest.so.1"):
     subprocess.run(["gcc", "-shared", "-fPIC", "-o", out, src], check=True,
                    timeout=60)
     return out
-
-
-@pytest.fixture(scope="session")
-def doubles(tmp_path_factory):
-    """{"old": path, "new": path, "none": path}: compiled stand-ins."""
-    if not shutil.which("gcc"):
-        pytest.skip("gcc is needed to build the qemu stand-in")
-    d = str(tmp_path_factory.mktemp("doubles"))
-    return {"old": compile_double(d, OLD, "old"), "new": compile_double(d, NEW, "new"),
-            "none": compile_double(d, None, "none")}
 
 
 def install(source, path, mtime=None):
@@ -187,6 +175,7 @@ class Node:
         """Start `instance` in a private mount namespace in which a tmpfs
         over the bin dir holds a copy of `binary` at our binary's path."""
         if not shutil.which("unshare"):
+            import pytest
             pytest.skip("unshare is needed")
         pid_file = self.pid_file(instance)
         script = ('mount -t tmpfs none "$1" && cp "$2" "$1/%s" && '
@@ -209,25 +198,3 @@ class Node:
             if p.poll() is None:
                 p.kill()
             p.wait(timeout=20)
-
-
-@pytest.fixture
-def node(tmp_path):
-    n = Node(tmp_path / "node")
-    yield n
-    n.stop_all()
-
-
-@pytest.fixture
-def public_dir():
-    """A temp dir that any user may read, outside the places whose mappings
-    the library check ignores (/tmp, /run, ...): in the checkout, unless that
-    is itself in such a place (a CI clone in /tmp), else in /var/lib."""
-    from ganeti_cmk.procfs import IGNORED_MAPPINGS
-    base = ROOT
-    if (os.path.realpath(ROOT) + "/").startswith(IGNORED_MAPPINGS):
-        base = "/var/lib"
-    d = tempfile.mkdtemp(prefix=".ganeti-cmk-test-", dir=base)
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)

@@ -42,8 +42,10 @@ def test_status_nagios_is_one_line(tmp_path):
 
 
 def test_checks_lists_every_check(tmp_path):
-    out = ganeti_cmk(tmp_path, "checks").stdout
-    assert "ganeti_kvm_device" in out
+    from ganeti_cmk.checks import load_all
+    listed = [line.split()[:2] for line in ganeti_cmk(tmp_path, "checks").stdout.splitlines()]
+    assert [name for name, _ in listed] == ["ganeti_" + c.module for c in load_all()]
+    assert len(listed) >= 3
 
 
 def test_no_command_prints_help(tmp_path):

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from support import ROOT, check_command, needs_root, run_script
-from ganeti_cmk import verify
+from ganeti_cmk import background, verify
 from ganeti_cmk.checks import cluster_verify as cv
-from ganeti_cmk.localcheck import CRIT, OK, UNKNOWN, WARN, render_local
+from ganeti_cmk.localcheck import CRIT, OK, UNKNOWN, WARN, Problem, render_local
 from localcheck_grammar import assert_valid_output
 
 SCRIPT = "ganeti_cluster_verify"
@@ -75,8 +75,8 @@ class Cluster:
                     master_candidates=MASTER + "\nnode2.example.com",
                     instance_list="web1.example.com\ndb1.example.com")
         self.state_dir = tmp_path / "var" / "ganeti_cmk"
-        self.cache = self.state_dir / cv.CACHE_FILE
-        self.lock = self.state_dir / cv.LOCK_FILE
+        self.cache = self.state_dir / "cluster_verify.json"
+        self.lock = self.state_dir / "cluster_verify.lock"
         self.log = tmp_path / "gnt.log"
         self.release = tmp_path / "release"
         self.node = MASTER
@@ -1056,14 +1056,14 @@ def test_bad_setting_makes_the_check_warn_end_to_end(cluster):
 
 def test_first_run_and_refresh_notes():
     settings = cv.Settings(cv.CHECK.config(text=""))
-    (r,) = cv.evaluate(None, settings, 0, (OK, "refresh started (pid 9)"))
+    (r,) = cv.evaluate(None, settings, 0, Problem(OK, "refresh started (pid 9)"))
     assert (r.state, r.summary) == (UNKNOWN, "first verify run in progress: "
                                     "refresh started (pid 9)")
     assert r.metrics == []
-    (r,) = cv.evaluate(None, settings, 0, (WARN, "cannot start a background "
+    (r,) = cv.evaluate(None, settings, 0, Problem(WARN, "cannot start a background "
                                                "refresh: x"))
     assert r.summary == "no verify result yet: cannot start a background refresh: x"
-    result, _ = evaluate("era-3.0-clean", refresh_note=(WARN, "cannot start a "
+    result, _ = evaluate("era-3.0-clean", refresh_note=Problem(WARN, "cannot start a "
                                                           "background refresh: x"))
     assert result.state == WARN
     assert result.summary.startswith("cannot start a background refresh: x; "
@@ -1117,17 +1117,22 @@ def test_killed_by_a_signal_warns():
     assert r.state == WARN and r.summary.startswith("gnt-cluster was killed by signal 9")
 
 
+def verify_task(tmp_path, text="", command=("gnt-cluster", "verify")):
+    settings = cv.Settings(cv.CHECK.config(text="[paths]\nstate_dir = %s\n"
+                                           "gnt_job = %s\n%s" % (tmp_path, FAKE_GNT_JOB, text)))
+    return settings, cv.make_task(settings, list(command))
+
+
 def test_a_failed_background_refresh_is_cached(tmp_path, monkeypatch):
-    paths = cv.Paths(str(tmp_path), FAKE_GNT_JOB)
+    settings, task = verify_task(tmp_path)
 
     def broken(*args):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(cv, "refresh", broken)
-    settings = cv.Settings(cv.CHECK.config(text=""))
+    monkeypatch.setattr(background, "refresh", broken)
     with pytest.raises(RuntimeError):
-        cv._background(paths, ["gnt-cluster", "verify"], settings, print)
-    cache = cv.read_cache(paths.cache)
+        background.refresh_in_background(task, print)
+    cache = background.read_cache(task)
     (r,) = cv.evaluate(cache, settings, cache["finished"] + 5)
     assert r.state == UNKNOWN
     assert r.summary.startswith("the background refresh failed: RuntimeError: "
@@ -1136,23 +1141,25 @@ def test_a_failed_background_refresh_is_cached(tmp_path, monkeypatch):
 
 
 def test_cache_is_written_atomically_and_checked(tmp_path):
-    path = str(tmp_path / "c.json")
-    cv.write_cache(path, {"version": cv.CACHE_VERSION, "report": {},
-                          "started": 1, "finished": 2})
-    assert os.listdir(str(tmp_path)) == ["c.json"]
-    assert cv.read_cache(path)["finished"] == 2
+    _, task = verify_task(tmp_path)
+    path = task.cache
+    background.write_cache(task, {"version": cv.CACHE_VERSION, "report": {},
+                                  "started": 1, "finished": 2})
+    assert os.listdir(str(tmp_path)) == ["cluster_verify.json"]
+    assert background.read_cache(task)["finished"] == 2
     for bad in ({"version": 99, "report": {}, "started": 1, "finished": 2},
                 {"version": cv.CACHE_VERSION, "report": [], "started": 1,
                  "finished": 2}, [1, 2]):
-        cv.write_cache(path, bad)
+        background.write_cache(task, bad)
         with pytest.raises(ValueError):
-            cv.read_cache(path)
-    assert cv.read_cache(str(tmp_path / "none.json")) is None
+            background.read_cache(task)
+    _, elsewhere = verify_task(tmp_path / "none")
+    assert background.read_cache(elsewhere) is None
     # a temporary file left behind (here a symlink) is replaced, not followed
     victim = tmp_path / "victim"
     victim.write_text("keep")
     os.symlink(str(victim), "%s.%d.tmp" % (path, os.getpid()))
-    cv.write_cache(path, {"version": cv.CACHE_VERSION, "report": {},
-                          "started": 1, "finished": 3})
-    assert victim.read_text() == "keep" and cv.read_cache(path)["finished"] == 3
-    assert sorted(os.listdir(str(tmp_path))) == ["c.json", "victim"]
+    background.write_cache(task, {"version": cv.CACHE_VERSION, "report": {},
+                                  "started": 1, "finished": 3})
+    assert victim.read_text() == "keep" and background.read_cache(task)["finished"] == 3
+    assert sorted(os.listdir(str(tmp_path))) == ["cluster_verify.json", "victim"]

@@ -23,9 +23,8 @@ from ganeti_cmk import procfs
 from ganeti_cmk.checks import kvm_binary
 from ganeti_cmk.localcheck import CRIT, MAX_TEXT, OK, UNKNOWN, WARN
 from ganeti_cmk.qemu_version import Version, VersionCache
-from kvm_doubles import (NAME, NAMES, NEW, OLD, Node, compile_library,  # noqa: F401
-                         doubles, install, install_symlink, node, public_dir,
-                         wait_until)
+from kvm_doubles import (NAME, NAMES, NEW, OLD, Node, compile_library, install,
+                         install_symlink, wait_until)
 
 SERVICE = "KVM binary versions"
 PROC = "/proc"

@@ -8,8 +8,7 @@ import pytest
 
 from support import as_nobody, needs_root
 from ganeti_cmk import procfs
-from kvm_doubles import (NAME, compile_library, doubles, install,  # noqa: F401
-                         node, public_dir, wait_until)
+from kvm_doubles import NAME, compile_library, install, wait_until
 
 PROC = "/proc"
 

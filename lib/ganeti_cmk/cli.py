@@ -30,7 +30,7 @@ def parse_args(argv):
                         default="human", help="output format (default: human)")
     sub.add_parser("checks", help="list the checks and their services")
     run = sub.add_parser("run", help="run one check (add --help after its "
-                         "name for its options)", add_help=False)
+                         "name for its options)")
     run.add_argument("check", choices=NAMES + tuple("ganeti_" + n for n in NAMES),
                      metavar="CHECK", help="one of: %s" % ", ".join(NAMES))
     run.add_argument("options", nargs="...", help="the check's options")

@@ -68,20 +68,22 @@ def worst(states, default=OK):
     return max((State(s) for s in states), key=lambda s: s.rank, default=default)
 
 
-class Problem:
-    """Something wrong that a check reports: a State and what to say."""
+class Problem(tuple):
+    """Something a check reports: a State and what to say; a (state, text)
+    pair, so it unpacks and sorts like one."""
 
-    __slots__ = ("state", "text")
+    __slots__ = ()
 
-    def __init__(self, state, text):
-        self.state = State(state)
-        self.text = text
+    def __new__(cls, state, text):
+        return tuple.__new__(cls, (State(state), text))
 
-    def __iter__(self):  # state, text = problem
-        return iter((self.state, self.text))
+    @property
+    def state(self):
+        return self[0]
 
-    def __eq__(self, other):
-        return isinstance(other, Problem) and tuple(self) == tuple(other)
+    @property
+    def text(self):
+        return self[1]
 
     def __repr__(self):
         return "Problem(%s, %r)" % (self.state.name, self.text)

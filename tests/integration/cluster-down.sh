@@ -82,10 +82,9 @@ remove_data() {
     chown root:root "$d" && chmod 755 "$d"
   done
   rm -rf "$GNT_RUN" "$IT_SRV" "$IT_STORAGE_PATHS"
-  # Ganeti's own lock files, never the harness's: removing the file that
-  # `flock /var/lock/ganeti-cmk-it.lock` holds lets the next run create a
-  # new one and run next to the current one on the same cluster.
-  find /run/lock -maxdepth 1 -name 'ganeti-*.lock' ! -name ganeti-cmk-it.lock -delete
+  # Ganeti's own lock files, not ganeti-cmk-it.lock (whoever runs the harness
+  # holds that one: flock /var/lock/ganeti-cmk-it.lock make integration).
+  find /run/lock -maxdepth 1 -name 'ganeti-*.lock' ! -name 'ganeti-cmk-it.lock' -delete
 }
 
 restore_root_ssh() {

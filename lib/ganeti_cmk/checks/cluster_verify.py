@@ -1,53 +1,34 @@
 """Ganeti verify: what `gnt-cluster verify` finds, on the master, never blocking.
 
-The agent never waits for verify: in agent mode the check prints the result
-cached in `<state_dir>/cluster_verify.json` and, when that is older than
-`[cluster_verify] max_age`, starts one detached background refresh (this check
-again, with the hidden --refresh-cache, in its own session, stdio on
-/dev/null, no other fd; under systemd as a transient unit of its own).  A
-lock on `cluster_verify.lock`, held by the refresher and inherited by
-gnt-cluster itself, lets at most one verify run at a time, also across a
-crashed refresher.  `--refresh` runs verify in the foreground.
-
-Verify runs as `<gnt_cluster> verify --error-codes <extra_args>` in a new
-session under a hard timeout that kills its whole process group (and then
-cancels its jobs), its output bounded and in files, not pipes.  Evaluate:
-ERROR -> CRIT, WARNING -> WARN, NOTICE -> details, with per-code severity
-overrides and ignores by code and by item; failures to run have their own
-states (master daemon down CRIT, queue drained WARN, timeout CRIT, ...).
+Verify runs as `<gnt_cluster> verify --error-codes <extra_args>` through
+the background engine (background.py: the cache `cluster_verify.json`,
+the lock, the detached refresh, the timeout that kills it and cancels its
+jobs); the agent gets the cached result at once.  Evaluate: ERROR -> CRIT,
+WARNING -> WARN, NOTICE -> details, with per-code severity overrides and
+ignores by code and by item; failures to run have their own states
+(master daemon down CRIT, queue drained WARN, timeout CRIT, ...).
 """
 
 import os
-import sys
 import time
 
-from .. import ganeti, verify
+from .. import background, ganeti, verify
 from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable,
                           Result, State, sanitize, valid_host, worst)
-from ..runner import Check, extend_deadline
-from ..command import KILL_GRACE, run_bounded
-from ..statefile import write_atomically
+from ..runner import Check
 from ..words import format_duration, plural
 
 SERVICE = "Ganeti verify"
 SECTION = "cluster_verify"
-CACHE_FILE = "cluster_verify.json"
-LOCK_FILE = "cluster_verify.lock"
 CACHE_VERSION = 1
-DEADLINE_GRACE = 60   # s a refresh may take beyond the verify timeout
 SHOWN = 3             # findings named in the summary
 SHORT_MESSAGE = 60    # characters of a message in the summary
 SUMMARY_TEXT = 200    # characters of a text from stderr in the summary
 SUMMARY_HEAD = 700    # characters before "- verify ran ...": room for the
 #                       age and the runner's config problems within 1000
 REFRESH_UNIT = "ganeti-cmk-verify-refresh"  # the refresher's systemd unit
-SYSTEMD_RUN_TIMEOUT = 10  # s systemd-run --no-block may take
-CANCEL_TIMEOUT = 30   # s gnt-job cancel may take after a timed-out verify
-CLOCK_SLACK = 60      # s a result may seem to come from the future
 MIB = 1 << 20
 OUTPUT_LIMITS = (16 * MIB, 1 * MIB)  # bytes of verify's stdout, stderr read
-CANCEL_OUTPUT = 64 * 1024            # bytes of gnt-job cancel's output read
-MAX_CACHE = 32 * MIB  # a bigger cache file is not one this check wrote
 
 # Could-not-run reasons from verify's stderr: state and what to say.
 FAILURES = {
@@ -169,369 +150,30 @@ def _code(code, key, config):
     return code
 
 
-# ---------------------------------------------------------------- the cache
+# ------------------------------------------------------ running verify
 
-def read_cache(path):
-    """The cached run as a dict, None when there is none.
-
-    ValueError when the file is not a cache this version wrote (or one too
-    big to be one: every agent run reads it).
-    """
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > MAX_CACHE:
-                raise ValueError("%s, more than a result can take" % _mib(size))
-            data = f.read(MAX_CACHE + 1)
-    except FileNotFoundError:
-        return None
-    import json
-    cache = json.loads(data.decode("utf-8", "replace"))
-    if not (isinstance(cache, dict) and cache.get("version") == CACHE_VERSION
-            and isinstance(cache.get("report"), dict)
-            and isinstance(cache.get("finished"), (int, float))
-            and isinstance(cache.get("started"), (int, float))):
-        raise ValueError("not a verify cache of version %d" % CACHE_VERSION)
-    return cache
+def parse_output(returncode, stdout, stderr):
+    """The verify record's own field: the parsed Report (background.Task)."""
+    report = verify.parse(stdout.decode("utf-8", "replace"),
+                          stderr.decode("utf-8", "replace"), returncode)
+    return {"report": report.to_data()}
 
 
-def write_cache(path, cache):
-    """Write atomically: a reader sees the old file or the new, never half.
-
-    An empty directory in its place is removed (OSError for another one).
-    """
-    import json
-    if os.path.isdir(path) and not os.path.islink(path):
-        os.rmdir(path)
-    write_atomically(path, json.dumps(cache))
+def _jobs(record):
+    return record["report"].get("jobs") or ()
 
 
-class Lock:
-    """flock on the lock file: released by the kernel when its holders die."""
-
-    def __init__(self, path):
-        self.path = path
-        self.fd = None
-        self.waited = False  # someone else held it when we asked
-
-    def acquire(self, wait=0.0, record=True):
-        """Take the lock, waiting up to `wait` seconds; False if held.
-
-        With `record`, the file then tells who holds it since when.
-        """
-        import fcntl
-        fd = _open_regular(self.path, os.O_RDWR | os.O_CREAT)
-        end = time.time() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                self.waited = True
-                if time.time() >= end:
-                    os.close(fd)
-                    return False
-                time.sleep(0.2)
-        self.fd = fd
-        if record:
-            os.ftruncate(fd, 0)
-            os.write(fd, ("%d %d\n" % (os.getpid(), time.time())).encode())
-        return True
-
-    def release(self):
-        """Unlock, also for a process verify left behind with the fd."""
-        if self.fd is not None:
-            import fcntl
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-    def holder(self):
-        """(pid, since) of the last holder that recorded itself, or None."""
-        try:
-            fd = _open_regular(self.path, os.O_RDONLY, replace_link=False)
-            try:
-                pid, since = os.read(fd, 64).split()
-            finally:
-                os.close(fd)
-            return int(pid), float(since)
-        except (OSError, ValueError):
-            return None
-
-
-def _open_regular(path, flags, replace_link=True):
-    """os.open a regular file, never through a symbolic link.
-
-    A link found there is removed and the file opened again (once);
-    OSError when it is something else than a regular file.
-    """
-    flags |= os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
-    try:
-        fd = os.open(path, flags, 0o644)
-    except OSError:
-        if not (replace_link and os.path.islink(path)):
-            raise
-        os.unlink(path)
-        fd = os.open(path, flags, 0o644)
-    import stat
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        import errno
-        raise OSError(errno.EINVAL, "not a regular file (remove it)", path)
-    return fd
-
-
-class Paths:
-    """Where the check keeps its state, and gnt-job for cancelling."""
-
-    __slots__ = ("state_dir", "cache", "lock", "gnt_job")
-
-    def __init__(self, state_dir, gnt_job):
-        self.state_dir = state_dir
-        self.cache = os.path.join(state_dir, CACHE_FILE)
-        self.lock = os.path.join(state_dir, LOCK_FILE)
-        self.gnt_job = gnt_job
-
-
-# ------------------------------------------------------------ running verify
-
-def run_verify(command, timeout, paths, keep_fds=()):
-    """Run verify under `timeout` (run_bounded) and parse what it said.
-
-    Returns the cache record: times, exit code, timeout, the parsed report,
-    `truncated` {stream: size} when it printed more than we read, or `error`
-    when the command could not be started.  `keep_fds` (the lock) stay open
-    in verify, so the lock is held as long as verify runs.  After a timeout
-    its jobs are cancelled with `paths.gnt_job` (`cancel` in the record):
-    left in the queue, they would wait behind the job holding the locks,
-    and every refresh would add more.
-    """
-    record = {"version": CACHE_VERSION, "command": command,
-              "started": time.time(), "timeout": timeout, "timed_out": False,
-              "error": None}
-    returncode, outputs = None, [(b"", 0), (b"", 0)]
-    try:
-        returncode, record["timed_out"], outputs = run_bounded(
-            command, timeout, paths.state_dir, OUTPUT_LIMITS, keep_fds)
-    except OSError as e:  # the command, or the output files in state_dir
-        record["error"] = "cannot run %s: %s%s" % (
-            command[0], "%s: " % e.filename
-            if e.filename not in (None, command[0]) else "", e.strerror or e)
-    record["finished"] = time.time()
-    truncated = {name: size for name, (_, size), limit
-                 in zip(("stdout", "stderr"), outputs, OUTPUT_LIMITS)
-                 if size > limit}
-    if truncated:
-        record["truncated"] = truncated
-    report = verify.parse(outputs[0][0].decode("utf-8", "replace"),
-                          outputs[1][0].decode("utf-8", "replace"),
-                          None if record["timed_out"] else returncode)
-    record["report"] = report.to_data()
-    if record["timed_out"] and report.jobs:
-        record["cancel"] = cancel_jobs(paths, report.jobs)
-    return record
-
-
-def cancel_jobs(paths, jobs):
-    """`<gnt_job> cancel <jobs>`: what it said, or why it could not run."""
-    command = [paths.gnt_job, "cancel"] + [str(job) for job in jobs]
-    result = {"command": command, "exit_code": None, "output": "",
-              "error": None}
-    try:
-        returncode, timed_out, outputs = run_bounded(
-            command, CANCEL_TIMEOUT, paths.state_dir, (CANCEL_OUTPUT,) * 2)
-    except OSError as e:
-        result["error"] = "cannot run %s (%s)" % (paths.gnt_job,
-                                                  e.strerror or e)
-        return result
-    if timed_out:
-        result["error"] = "gnt-job cancel did not finish within %d s" % (
-            CANCEL_TIMEOUT)
-    result["exit_code"] = returncode
-    result["output"] = b"\n".join(data for data, _ in outputs).decode(
-        "utf-8", "replace").strip()
-    return result
-
-
-def refresh(paths, command, settings, wait, log):
-    """Run verify under the lock and cache its result; return the record.
-
-    wait=False (background): give up at once when the lock is held, and do
-    nothing when the cache became fresh meanwhile; returns None then.
-    wait=True (--refresh): wait for a running verify and use its result when
-    it finished after we asked; else run our own.
-    """
-    _make_state_dir(paths.state_dir)
-    asked = time.time()
-    lock = Lock(paths.lock)
-    patience = settings.timeout + KILL_GRACE + 10 if wait else 0
-    extend_deadline(patience + settings.timeout + DEADLINE_GRACE)
-    if not lock.acquire(wait=patience):
-        if not wait:
-            log("another refresh holds %s" % paths.lock)
-            return None
-        holder = lock.holder()
-        raise RuntimeError("another verify still holds %s after %s%s" % (
-            paths.lock, format_duration(patience),
-            " (pid %d)" % holder[0] if holder else ""))
-    try:
-        try:
-            cache = read_cache(paths.cache)
-        except (OSError, ValueError):  # replaced below
-            cache = None
-        if cache is not None and cache.get("command") == command:
-            now = time.time()
-            if wait and lock.waited and asked <= cache["finished"] <= now:
-                log("a verify that ran meanwhile finished after we asked")
-                return cache
-            if not wait and _fresh(cache, settings, now):
-                log("the cache was refreshed meanwhile")
-                return None
-        log("running %s (timeout %s)" % (" ".join(command),
-                                         format_duration(settings.timeout)))
-        cache = run_verify(command, settings.timeout, paths,
-                           keep_fds=(lock.fd,))
-        write_cache(paths.cache, cache)
-        return cache
-    finally:
-        lock.release()
-
-
-def spawn_refresh(config_path, systemd_run=None):
-    """Start this check with --refresh-cache, detached: (state, what happened).
-
-    Own session, stdin/stdout/stderr on /dev/null, every other fd closed
-    (the agent's fd 9 is the client's connection under xinetd and systemd:
-    inherited, it would make the server wait for verify), nobody waits for
-    it.  With `systemd_run` it becomes a transient unit of its own, since
-    systemd stops every process left in the agent's per-connection unit
-    when the agent exits (a new session does not leave that cgroup); the
-    fixed unit name also keeps a second refresher from starting.  It
-    imports the library from where this module came from, so it works from
-    a checkout, an installed package and a zipapp alike.
-    """
-    import subprocess
-    lib = os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))))
-    code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
-            "from ganeti_cmk.runner import main; "
-            "from ganeti_cmk.checks.cluster_verify import CHECK; "
-            "sys.exit(main(CHECK))")
-    argv = [sys.executable, "-c", code, lib, "--refresh-cache",
-            "--config", config_path]
-    if systemd_run is None:
-        pid = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, close_fds=True,
-                               start_new_session=True).pid
-        return OK, "refresh started in the background (pid %d)" % pid
-    unit = "systemd unit %s.service" % REFRESH_UNIT
-    command = [systemd_run, "--no-block", "--collect", "--quiet",
-               "--unit=" + REFRESH_UNIT,
-               "--description=Ganeti verify refresh (ganeti-cmk)"]
-    command += ["--setenv=%s=%s" % (name, os.environ[name])
-                for name in ("MK_CONFDIR", "MK_VARDIR") if name in os.environ]
-    try:
-        proc = subprocess.run(command + ["--"] + argv,
-                              stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              close_fds=True, timeout=SYSTEMD_RUN_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        return WARN, ("cannot start a background refresh: %s did not return "
-                      "within %d s" % (systemd_run, SYSTEMD_RUN_TIMEOUT))
-    said = proc.stderr.decode("utf-8", "replace").strip()
-    if proc.returncode == 0:
-        return OK, "refresh started in the background (%s)" % unit
-    if "already exists" in said:
-        return OK, "refresh running (%s exists)" % unit
-    return WARN, ("cannot start a background refresh: systemd-run exited "
-                  "with %d: %s" % (proc.returncode, sanitize(
-                      said.splitlines()[-1] if said else "no reason given",
-                      SUMMARY_TEXT)))
-
-
-def _systemd_run(settings):
-    """`[paths] systemd_run` when systemd runs this machine, else None."""
-    if (os.path.isdir(settings.systemd_system_dir)
-            and os.access(settings.systemd_run, os.X_OK)):
-        return settings.systemd_run
-    return None
-
-
-def _os_problem(e):
-    """An OSError about the state files: which file, what is wrong."""
-    text = "%s: %s" % (e.filename, e.strerror) if e.filename else str(e)
-    if isinstance(e, PermissionError):
-        text += " (run the check as root)"
-    return text
-
-
-def _make_state_dir(state_dir):
-    try:
-        os.makedirs(state_dir, exist_ok=True)
-    except FileExistsError:  # a file
-        import errno
-        raise OSError(errno.ENOTDIR, "not a directory ([paths] state_dir)",
-                      state_dir)
-
-
-def _fresh(cache, settings, now):
-    """Younger than max_age, and not from the future (the clock jumped)."""
-    return -CLOCK_SLACK <= now - cache["finished"] < settings.max_age
-
-
-def _when(age):
-    """'ran 5 min ago', or where a clock that jumped back puts it."""
-    if age < -CLOCK_SLACK:
-        return ("finished %s in the future (did the clock jump back?)"
-                % format_duration(-age))
-    return "ran %s ago" % format_duration(max(0.0, age))
-
-
-def cached_result(paths, command, settings, now, log):
-    """Agent mode: (cache or None, (state, note) about the refresh or None).
-
-    Starts a background refresh when the cache is missing, unreadable, older
-    than max_age or from other arguments, unless one is running.
-    """
-    note = None
-    try:
-        cache = read_cache(paths.cache)
-    except (OSError, ValueError) as e:
-        cache = None
-        note = "cache %s unreadable (%s)" % (
-            paths.cache, _os_problem(e) if isinstance(e, OSError) else e)
-    if cache is not None:
-        log("cached result: verify %s" % _when(now - cache["finished"]))
-        if _fresh(cache, settings, now) and cache.get("command") == command:
-            return cache, None
-        if now - cache["finished"] < -CLOCK_SLACK:
-            note = "result from %s in the future" % format_duration(
-                cache["finished"] - now)
-    lock = Lock(paths.lock)
-    try:
-        _make_state_dir(paths.state_dir)
-        free = lock.acquire(record=False)
-        lock.release()
-        if free:
-            state, text = spawn_refresh(settings.config_path,
-                                        _systemd_run(settings))
-            log(text)
-        else:
-            holder = lock.holder()
-            text = "refresh running"
-            if holder:
-                text += " for %s (pid %d)" % (
-                    format_duration(max(0, now - holder[1])), holder[0])
-            state = OK
-    except OSError as e:
-        state, text = WARN, "cannot start a background refresh: %s" % (
-            _os_problem(e))
-    if note:
-        text = "%s; %s" % (note, text)
-        if cache is None:  # not "first verify run in progress"
-            state = worst([state, WARN])
-    return cache, (state, text)
+def make_task(settings, command):
+    """The background Task that runs `command` (gnt-cluster verify ...)."""
+    return background.Task(
+        "cluster_verify", "cluster_verify", command, parse_output,
+        settings.state_dir, settings.timeout, settings.max_age,
+        settings.config_path, version=CACHE_VERSION, limits=OUTPUT_LIMITS,
+        valid=lambda record: isinstance(record.get("report"), dict),
+        cancel_jobs=_jobs, gnt_job=settings.gnt_job,
+        systemd_run=background.systemd_run(settings.systemd_run,
+                                           settings.systemd_system_dir),
+        unit=REFRESH_UNIT, description="Ganeti verify refresh (ganeti-cmk)")
 
 
 # ---------------------------------------------------------------- evaluation
@@ -589,10 +231,6 @@ def _unstored(report, settings):
     return states
 
 
-def _mib(size):
-    return "%g MiB" % round(size / MIB, 1)
-
-
 def _run_problems(cache, report, settings):
     """(state, text) for everything about the run that is not a finding."""
     problems = []
@@ -601,7 +239,7 @@ def _run_problems(cache, report, settings):
     truncated = cache.get("truncated")
     if truncated:
         problems.append((WARN, "output truncated: only %s were read" % " and ".join(
-            "the first %s of %s on %s" % (_mib(limit), _mib(truncated[name]), name)
+            "the first %s of %s on %s" % (background._mib(limit), background._mib(truncated[name]), name)
             for name, limit in zip(("stdout", "stderr"), OUTPUT_LIMITS)
             if name in truncated)))
     if cache.get("timed_out"):
@@ -657,7 +295,7 @@ def _cancel_failure(cancel):
 def evaluate(cache, settings, now, refresh_note=None, node=None, hosts=()):
     """The Results for a cached run (None: no result yet).
 
-    `refresh_note` is (state, text) about the background refresh; `hosts`
+    `refresh_note` is a Problem about the background refresh; `hosts`
     are the node and instance names that get a piggyback service when
     `[cluster_verify] piggyback` is on (`node`, this host, never does).
     """
@@ -675,12 +313,9 @@ def evaluate(cache, settings, now, refresh_note=None, node=None, hosts=()):
     errors = sum(1 for _, s in judged if s == CRIT) + unstored.get(CRIT, 0)
     warnings = sum(1 for _, s in judged if s == WARN) + unstored.get(WARN, 0)
     problems = _run_problems(cache, report, settings)
-    if age > settings.stale_after:
-        problems.append((WARN, "result is %s old, older than %s "
-                         "([cluster_verify] stale_after)" % (
-                             format_duration(age),
-                             format_duration(settings.stale_after))))
-    if refresh_note and refresh_note[0] != OK:
+    problems += background.age_problems(cache, settings.stale_after, now,
+                                        "[cluster_verify] stale_after")
+    if refresh_note and refresh_note.state != OK:
         problems.append(refresh_note)
     problems.sort(key=lambda p: -p[0].rank)
     state = worst([s for _, s in judged if s is not None] +
@@ -697,7 +332,7 @@ def evaluate(cache, settings, now, refresh_note=None, node=None, hosts=()):
             found += " (%s)" % plural(len(report.notes), "notice")
     parts = [text for _, text in problems] + ([found] if found else [])
     summary = "%s - verify %s" % (sanitize("; ".join(parts), SUMMARY_HEAD),
-                                  _when(now - cache["finished"]))
+                                  background.when(now - cache["finished"]))
     details = []
     if report.more:
         details.append("%d more findings not stored (only the first %d are "
@@ -723,7 +358,7 @@ def evaluate(cache, settings, now, refresh_note=None, node=None, hosts=()):
             "none (killed)" if report.exit_code is None else report.exit_code,
             command))
     if refresh_note:
-        details.append(refresh_note[1])
+        details.append(refresh_note.text)
     metrics = [Metric("ganeti_verify_errors", errors, min=0),
                Metric("ganeti_verify_warnings", warnings, min=0),
                Metric("ganeti_verify_duration", round(duration, 1), min=0),
@@ -773,21 +408,20 @@ def run(ctx):
         raise NotApplicable("no executable %s ([paths] gnt_cluster)"
                             % gnt_cluster)
     command = [gnt_cluster, "verify", "--error-codes"] + settings.extra_args
-    paths = Paths(settings.state_dir, settings.gnt_job)
+    task = make_task(settings, command)
     args = ctx.args
     if getattr(args, "refresh_cache", False):
-        _background(paths, command, settings, ctx.log)
+        background.refresh_in_background(task, ctx.log)
         return []
     if getattr(args, "refresh", False):
         try:
-            cache = refresh(paths, command, settings, True, ctx.log)
+            cache = background.refresh(task, True, ctx.log)
         except OSError as e:
             return [Result(UNKNOWN, SERVICE, "cannot refresh: %s"
-                           % _os_problem(e))]
+                           % background.os_problem(e))]
         note = None
     else:
-        cache, note = cached_result(paths, command, settings, time.time(),
-                                    ctx.log)
+        cache, note = background.latest(task, time.time(), ctx.log)
     hosts = ()
     if settings.piggyback:
         hosts = (ganeti.read_ssconf_list(data_dir, "node_list")
@@ -795,32 +429,8 @@ def run(ctx):
     return evaluate(cache, settings, time.time(), note, role.node, hosts)
 
 
-def _background(paths, command, settings, log):
-    """--refresh-cache: refresh; a failure is cached, so the service shows it."""
-    try:
-        refresh(paths, command, settings, False, log)
-    except Exception as e:
-        now = time.time()
-        try:
-            write_cache(paths.cache, {
-                "version": CACHE_VERSION, "command": command, "started": now,
-                "finished": now, "timeout": settings.timeout,
-                "timed_out": False, "report": verify.Report().to_data(),
-                "error": "the background refresh failed: %s: %s"
-                         % (type(e).__name__, e)})
-        except OSError:
-            pass
-        raise
-
-
 def add_arguments(parser):
-    import argparse
-    parser.add_argument("--refresh", action="store_true",
-                        help="run gnt-cluster verify now in the foreground "
-                        "(or wait for the one running), cache and show the "
-                        "fresh result")
-    parser.add_argument("--refresh-cache", action="store_true",
-                        help=argparse.SUPPRESS)
+    background.add_arguments(parser, "gnt-cluster verify")
 
 
 CHECK = Check(
