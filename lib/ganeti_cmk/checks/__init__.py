@@ -8,7 +8,7 @@ exports CHECK (a runner.Check); its config section is named like the module.
 
 import importlib
 
-NAMES = ("kvm_device", "kvm_binary", "daemons", "cluster_verify", "cluster_state")
+NAMES = ("kvm_device", "kvm_binary", "daemons", "cluster_verify", "cluster_state", "capacity")
 
 
 def load(name):
