@@ -290,6 +290,17 @@ def test_daemon_status_units(tmp_path):
     assert s.running is False and s.why == "no pid file" and s.stale is None
 
 
+def test_a_pid_hidden_by_hidepid_is_not_called_stopped(tmp_path):
+    proc = tmp_path / "proc"
+    proc.mkdir()  # no pid 1 visible: procfs.others_hidden() says hidden
+    (tmp_path / "ganeti-noded.pid").write_text("4242\n")
+    s = daemons.pid_status(str(proc), str(tmp_path), "ganeti-noded", (os.geteuid(),),
+                           hidden=True)
+    assert s.running is None
+    assert s.why == ("cannot see pid 4242: %s hides other users' processes (hidepid); "
+                     "run the check as root" % proc)
+
+
 # --- kvmd and mond ------------------------------------------------------------
 
 def test_kvmd_is_expected_only_where_it_stays_up(node):

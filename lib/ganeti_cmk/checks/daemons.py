@@ -136,8 +136,12 @@ def expected_daemons(role, mond, kvmd):
     return names
 
 
-def pid_status(proc, run_dir, name, owners):
-    """The Status of daemon `name` from `<run_dir>/<name>.pid`."""
+def pid_status(proc, run_dir, name, owners, hidden=False):
+    """The Status of daemon `name` from `<run_dir>/<name>.pid`.
+
+    `hidden`: /proc hides other users' processes from us (hidepid), so a
+    pid that seems gone may just be invisible: cannot tell, not "stopped".
+    """
     path = os.path.join(run_dir, name + ".pid")
     try:
         text = read_file(path, PID_FILE_MAX, owners=owners)
@@ -158,6 +162,9 @@ def pid_status(proc, run_dir, name, owners):
         comm = procfs.comm(proc, pid)
     except PermissionError:
         return Status(None, "cannot look at pid %d (run the check as root)" % pid)
+    if (state is None or comm is None) and hidden:
+        return Status(None, "cannot see pid %d: %s hides other users' processes "
+                      "(hidepid); run the check as root" % (pid, proc))
     if state is None or comm is None:
         return Status(False, "its pid file names pid %d, which is not running" % pid,
                       pid, path)
@@ -269,7 +276,8 @@ def probe(s, role):
     found.systemd = status is not None
     if status is None:
         owners = ganeti.owners()
-        status = {n: pid_status(s.proc, s.run_dir, n, owners) for n in DAEMONS}
+        hidden = os.geteuid() != 0 and procfs.others_hidden(s.proc)
+        status = {n: pid_status(s.proc, s.run_dir, n, owners, hidden) for n in DAEMONS}
     found.status = status
     if MOND in found.expected and status[MOND].running:
         addresses = ["127.0.0.1"]
