@@ -367,8 +367,9 @@ def evaluate(found, s):
     where = role_text(role)
 
     def build(n):
-        if problems:
-            return "%s (%s)" % ("; ".join(text for _, text in problems), where)
+        if problems:  # an orphan's first problem says where it is
+            text = "; ".join(text for _, text in problems)
+            return text if orphan else "%s (%s)" % (text, where)
         if not found.expected:
             extra = " (%s run)" % some(running, n) if running else ""
             return "%s: no Ganeti daemon expected%s" % (where, extra)
