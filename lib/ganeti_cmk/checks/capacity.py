@@ -15,7 +15,7 @@ import os
 import time
 
 from .. import background, ganeti
-from ..localcheck import CRIT, OK, UNKNOWN, WARN, Metric, Result, State, sanitize, worst
+from ..localcheck import OK, UNKNOWN, Metric, Result, State, sanitize, worst
 from ..runner import Check
 from ..words import fit, format_duration, plural, some
 
