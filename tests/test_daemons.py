@@ -433,6 +433,17 @@ def test_node_group_from_config_with_several_groups(node):
     _, labels, _ = node.run()
     assert labels["ganeti/nodegroup"] == "rack-b"
     assert ganeti.node_group(str(node.data_dir), NODES[1]) is None
+    # remembered while config.data stays the same file
+    state = node.tmp / "var" / "ganeti_cmk"
+    assert (state / "nodegroup").read_text().endswith("\nrack-b")
+    (state / "nodegroup").write_text((state / "nodegroup").read_text()[:-6] + "cached")
+    _, labels, _ = node.run()
+    assert labels["ganeti/nodegroup"] == "cached"
+    (node.data_dir / "config.data").write_text(
+        '{"nodes": {"x": {"name": "%s", "group": "u1"}}, "nodegroups": '
+        '{"u1": {"name": "default"}, "u2": {"name": "rack-b"}}}' % NODES[0])
+    _, labels, _ = node.run()
+    assert labels["ganeti/nodegroup"] == "default"
     os.unlink(str(node.data_dir / "config.data"))  # a regular node has none
     _, labels, _ = node.run()
     assert "ganeti/nodegroup" not in labels

@@ -111,14 +111,19 @@ CONFIG_FILE = "config.data"
 CONFIG_MAX = 256 << 20  # Ganeti's config of a big cluster is tens of MiB
 
 
-def node_group(data_dir, node):
+NODE_GROUP_CACHE = "nodegroup"
+
+
+def node_group(data_dir, node, state_dir=None):
     """The name of `node`'s node group, or None when this node cannot tell.
 
     ssconf lists the groups (`ssconf_nodegroups`: "<uuid> <name>") but not
     which node is in which: with one group that is the answer; with more,
     only the master and the master candidates know, from the cluster's
-    config (`config.data`, which Ganeti copies to them alone).  OSError
-    or ValueError when that file is refused or not Ganeti's config.
+    config (`config.data`, which Ganeti copies to them alone).  That file
+    can be tens of MiB: the answer is remembered in `<state_dir>/nodegroup`
+    for as long as the file is the same (inode, size, mtime).  OSError or
+    ValueError when it is refused or not Ganeti's config.
     """
     groups = {}
     for line in read_ssconf_list(data_dir, "nodegroups"):
@@ -128,10 +133,32 @@ def node_group(data_dir, node):
         return next(iter(groups.values())) or None
     path = os.path.join(data_dir, CONFIG_FILE)
     try:
-        data = read_bounded(path, CONFIG_MAX, owners=owners())
+        st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    key = "%s %d %d %d %d" % (node, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    cache = os.path.join(state_dir, NODE_GROUP_CACHE) if state_dir else None
+    if cache:
+        try:
+            cached_key, _, name = read_bounded(cache, 4096).decode(
+                "utf-8", "replace").partition("\n")
+            if cached_key == key:
+                return name or None
+        except (OSError, ValueError):
+            pass
+    name = _group_in_config(path, node, groups)
+    if cache:
+        try:
+            from .statefile import write_atomically
+            write_atomically(cache, "%s\n%s" % (key, name or ""))
+        except OSError:
+            pass  # not root, or no state dir: read the config next time
+    return name
+
+
+def _group_in_config(path, node, groups):
     import json
+    data = read_bounded(path, CONFIG_MAX, owners=owners())
     try:
         config = json.loads(data.decode("utf-8", "replace"))
         for info in config["nodes"].values():

@@ -394,12 +394,13 @@ def evaluate(found, s):
     return Result(state, SERVICE, fit(build), details, metrics)
 
 
-def labels(role, data_dir, log):
+def labels(role, data_dir, state_dir, log):
     """The host's Checkmk labels from its role."""
     found = {"ganeti/cluster": role.cluster or "", "ganeti/role": ROLE_LABELS[role.role]}
     if role.role != ganeti.NOT_LISTED:
         try:
-            found["ganeti/nodegroup"] = ganeti.node_group(data_dir, role.node) or ""
+            found["ganeti/nodegroup"] = ganeti.node_group(data_dir, role.node,
+                                                          state_dir) or ""
         except (OSError, ValueError) as e:
             log("no node group label: %s" % e)
     return found
@@ -411,7 +412,7 @@ def run(ctx):
     if role.role == ganeti.NOT_IN_CLUSTER:
         raise NotApplicable("this node is not in a Ganeti cluster (no %s)"
                             % os.path.join(s.data_dir, "ssconf_master_node"))
-    ctx.labels = labels(role, s.data_dir, ctx.log)
+    ctx.labels = labels(role, s.data_dir, s.state_dir, ctx.log)
     found = probe(s, role)
     ctx.log("%s; expected %s; %s" % (role, found.expected, found.status))
     return [evaluate(found, s)]
