@@ -93,7 +93,7 @@ def test_paused_longer_than_pause_crit_is_crit(master):
     (master.data / "watcher.pause").write_text("%d" % end)
     out, _ = master.run()
     assert out["state"] == "2"
-    assert "(longer than 1 d); resume it" in out["summary"]
+    assert ", longer than 1 d); resume it" in out["summary"]
     out, _ = master.run(pause_crit="1w")
     assert out["state"] == "1"
 

@@ -59,7 +59,7 @@ def test_pause_for_an_hour_then_two_days_then_continue(state, check):
     in_ns("gnt-cluster", "watcher", "pause", "2d")
     out = check("ganeti_cluster_state")[SERVICE]
     assert out["state"] == "2", out
-    assert "(longer than 1 d); resume it: gnt-cluster watcher continue" in out["summary"]
+    assert ", longer than 1 d); resume it: gnt-cluster watcher continue" in out["summary"]
     in_ns("gnt-cluster", "watcher", "continue")
     assert check("ganeti_cluster_state")[SERVICE]["state"] == "0"
 

@@ -180,11 +180,11 @@ def evaluate(found, s, now):
     if paused:
         length = found.pause_end - min(found.pause_set or now, now)
         state = CRIT if length > s.pause_crit else WARN
-        problems.append((state, "watcher paused until %s (for %s%s)%s; resume it: "
+        problems.append((state, "watcher paused until %s (for %s%s%s); resume it: "
                          "gnt-cluster watcher continue" % (
                              when(found.pause_end), format_duration(length),
                              " from %s" % when(found.pause_set) if found.pause_set else "",
-                             " (longer than %s)" % format_duration(s.pause_crit)
+                             ", longer than %s" % format_duration(s.pause_crit)
                              if state == CRIT else "")))
     elif found.pause_end is not None:
         details.append("a pause file that ended %s (the watcher ignores it and "
