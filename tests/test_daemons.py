@@ -427,7 +427,8 @@ def test_failing_systemctl_is_unknown(node, tmp_path):
 def test_node_group_from_config_with_several_groups(node):
     node.ssconf(nodegroups="u1 default\nu2 rack-b")
     (node.data_dir / "config.data").write_text(
-        '{"nodes": {"x": {"name": "%s", "group": "u2"}}, "nodegroups": '
+        '{"cluster": {}, "instances": {}, "nodes": {"x": {"name": "%s", "group": "u2"}}, '
+        '"nodegroups": '
         '{"u1": {"name": "default"}, "u2": {"name": "rack-b"}}}' % NODES[0])
     node.start(*ALL)
     _, labels, _ = node.run()
@@ -440,7 +441,8 @@ def test_node_group_from_config_with_several_groups(node):
     _, labels, _ = node.run()
     assert labels["ganeti/nodegroup"] == "cached"
     (node.data_dir / "config.data").write_text(
-        '{"nodes": {"x": {"name": "%s", "group": "u1"}}, "nodegroups": '
+        '{"cluster": {}, "instances": {}, "nodes": {"x": {"name": "%s", "group": "u1"}}, '
+        '"nodegroups": '
         '{"u1": {"name": "default"}, "u2": {"name": "rack-b"}}}' % NODES[0])
     _, labels, _ = node.run()
     assert labels["ganeti/nodegroup"] == "default"
@@ -451,7 +453,7 @@ def test_node_group_from_config_with_several_groups(node):
 
 def test_broken_config_leaves_the_group_out(node):
     node.ssconf(nodegroups="u1 default\nu2 rack-b")
-    (node.data_dir / "config.data").write_text('{"nodes": [1, 2]}')
+    (node.data_dir / "config.data").write_text('{"cluster": {}, "instances": {}, "nodes": [1]}')
     with pytest.raises(ValueError):
         ganeti.node_group(str(node.data_dir), NODES[0])
     node.start(*ALL)

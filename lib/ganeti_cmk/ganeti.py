@@ -7,8 +7,9 @@ reads (`[paths] ganeti_data_dir`, `ganeti_run_dir`) so tests can use fakes.
 import os
 import time
 
-from .localcheck import NotApplicable
+from .localcheck import CannotTell, NotApplicable
 from .safefile import read_file as read_bounded
+from .safefile import trusted_owners
 
 # Roles, worded to follow "this node is ...".
 MASTER = "the master"
@@ -43,34 +44,78 @@ def owners():
 FQDN_FILE = "fqdn"
 FQDN_MAX_AGE = 3600
 FQDN_FILE_MAX = 1024  # two host names of at most 255 bytes each
+FQDN_TIMEOUT = 5.0  # seconds: a resolver that has not answered by then is down
 
 
-def fqdn(state_dir, now=None):
+def fqdn(state_dir, now=None, timeout=FQDN_TIMEOUT):
     """This machine's lower-cased FQDN, as Ganeti names it (socket.getfqdn()).
 
     Remembered for an hour in `<state_dir>/fqdn` with the host name it was
     looked up for: the lookup (resolver, maybe DNS) costs more than half of
-    Python's start-up, and every node would pay it every minute.
+    Python's start-up, and every node would pay it every minute.  The
+    lookup never waits more than `timeout` seconds, nor past the check's
+    deadline (DNS that is down can take 30 s and more).  When it cannot
+    answer, the name remembered last is used, however old; without one, a
+    resolver that says it knows no name gives the host name (as
+    socket.getfqdn does), never remembered, and one that does not answer in
+    time raises CannotTell.
     """
+    from .statefile import read, write_atomically
     host = os.uname().nodename
     path = os.path.join(state_dir, FQDN_FILE)
     now = time.time() if now is None else now
+    known, age = None, None
     try:
-        if now - os.stat(path).st_mtime < FQDN_MAX_AGE:
-            text = read_bounded(path, FQDN_FILE_MAX).decode("utf-8")
-            cached_host, _, name = text.partition("\n")
-            if cached_host == host and name.strip():
-                return name.strip()
+        age = now - os.stat(path).st_mtime
+        cached_host, _, name = read(path, FQDN_FILE_MAX).decode("utf-8").partition("\n")
+        if cached_host == host and name.strip():
+            known = name.strip()
     except (OSError, ValueError):
         pass
-    import socket
-    name = socket.getfqdn().lower().rstrip(".")
+    if known and 0 <= age < FQDN_MAX_AGE:
+        return known
+    from .runner import time_left
+    wait = max(0.1, min(timeout, time_left(timeout + 1) - 1))  # 1 s for the rest
+    name = _lookup_fqdn(host, wait)
+    if not name:
+        if known:
+            return known
+        if name is None:
+            from .words import format_duration
+            raise CannotTell(
+                "cannot tell this node's name: looking up the FQDN of %s did not "
+                "finish within %s (is DNS down?); set [ganeti] node_name to the "
+                "name Ganeti knows this node by" % (host, format_duration(wait)))
+        return host.lower()
+    name = name.lower().rstrip(".")
     try:
-        from .statefile import write_atomically
         write_atomically(path, "%s\n%s\n" % (host, name))
     except OSError:
         pass  # not root, or no state dir: look it up again next time
     return name
+
+
+def _lookup_fqdn(host, timeout):
+    """socket.getfqdn(host), waited for at most `timeout` seconds: the
+    name; False when the resolver knows none; None when it has not
+    answered in time (the lookup thread is left to finish on its own)."""
+    import _thread  # not threading: its import costs start-up time
+    import socket
+    done = _thread.allocate_lock()
+    done.acquire()
+    answer = [None]
+
+    def look():
+        try:
+            name, aliases, _ = socket.gethostbyaddr(host)
+            answer[0] = next((n for n in [name] + aliases if "." in n), name)
+        except Exception:  # OSError, UnicodeError: no name known
+            answer[0] = False
+        finally:
+            done.release()
+    _thread.start_new_thread(look, ())
+    done.acquire(timeout=timeout)
+    return answer[0]
 
 
 def node_name(configured, state_dir):
@@ -107,67 +152,6 @@ def read_ssconf_pairs(data_dir, key, sep=None):
     return pairs
 
 
-CONFIG_FILE = "config.data"
-CONFIG_MAX = 256 << 20  # Ganeti's config of a big cluster is tens of MiB
-
-
-NODE_GROUP_CACHE = "nodegroup"
-
-
-def node_group(data_dir, node, state_dir=None):
-    """The name of `node`'s node group, or None when this node cannot tell.
-
-    ssconf lists the groups (`ssconf_nodegroups`: "<uuid> <name>") but not
-    which node is in which: with one group that is the answer; with more,
-    only the master and the master candidates know, from the cluster's
-    config (`config.data`, which Ganeti copies to them alone).  That file
-    can be tens of MiB: the answer is remembered in `<state_dir>/nodegroup`
-    for as long as the file is the same (inode, size, mtime).  OSError or
-    ValueError when it is refused or not Ganeti's config.
-    """
-    groups = {}
-    for line in read_ssconf_list(data_dir, "nodegroups"):
-        uuid, _, name = line.partition(" ")
-        groups[uuid.strip()] = name.strip()
-    if len(groups) == 1:
-        return next(iter(groups.values())) or None
-    path = os.path.join(data_dir, CONFIG_FILE)
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    key = "%s %d %d %d %d" % (node, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-    cache = os.path.join(state_dir, NODE_GROUP_CACHE) if state_dir else None
-    if cache:
-        try:
-            cached_key, _, name = read_bounded(cache, 4096).decode(
-                "utf-8", "replace").partition("\n")
-            if cached_key == key:
-                return name or None
-        except (OSError, ValueError):
-            pass
-    name = _group_in_config(path, node, groups)
-    if cache:
-        try:
-            from .statefile import write_atomically
-            write_atomically(cache, "%s\n%s" % (key, name or ""))
-        except OSError:
-            pass  # not root, or no state dir: read the config next time
-    return name
-
-
-def _group_in_config(path, node, groups):
-    import json
-    data = read_bounded(path, CONFIG_MAX, owners=owners())
-    try:
-        config = json.loads(data.decode("utf-8", "replace"))
-        for info in config["nodes"].values():
-            if str(info.get("name", "")).lower() == node:
-                group = config["nodegroups"].get(info.get("group"), {})
-                return group.get("name") or groups.get(info.get("group"))
-    except (RecursionError, AttributeError, KeyError, TypeError) as e:
-        raise ValueError("%s: not Ganeti's config (%s)" % (path, type(e).__name__))
-    return None
 
 
 class NodeRole:
@@ -275,6 +259,52 @@ def kvm_pid_files(run_dir):
     return sorted(found)
 
 
+NOT_RUNNING = "which is not running (stale pid file)"
+
+
+def instance_process_problem(proc, pid, instance, run_dir=None):
+    """Why `pid`, from `instance`'s pid file, is not that instance's qemu
+    (a text to follow "the pid file names pid N, "), or None when it is.
+
+    As Ganeti checks it: the process is alive (not a zombie) and its
+    `-name` is the instance, so a reused pid is never taken for it.  And
+    it runs as root (or the user the check runs as) or, with `run_dir`, as
+    the user Ganeti runs the instance as (kvm_runas_uids): another user's
+    process, whose -name that user chose, never stands for an instance
+    whose pid file was left behind.  PermissionError propagates (/proc
+    hides the process: not root).
+    """
+    from . import procfs
+    argv = procfs.cmdline(proc, pid)
+    if argv is None:
+        return NOT_RUNNING
+    if not argv:
+        if procfs.state(proc, pid) == "Z":
+            return "a zombie (the instance has exited)"
+        return NOT_RUNNING
+    name = qemu_name(argv)
+    if name != instance:
+        return "another process (-name %s): the pid was reused" % (
+            name if name is not None else "missing")
+    uid = procfs.foreign_uid(proc, pid, trusted_owners())
+    if uid is not None and run_dir is not None:
+        uid = procfs.foreign_uid(proc, pid, set(trusted_owners())
+                                 | kvm_runas_uids(run_dir, instance))
+    if uid is not None:
+        return ("a process of uid %d, which is neither root nor the user Ganeti "
+                "runs the instance as: not taken for the instance" % uid)
+    return None
+
+
+def running_instances(proc, run_dir):
+    """{instance: pid} of the KVM instances whose qemu runs on this node:
+    a pid file naming a live process with that `-name`.  PermissionError
+    propagates (pid files or /proc not readable: not root)."""
+    return {instance: pid for instance, pid in kvm_pid_files(run_dir)
+            if pid is not None
+            and instance_process_problem(proc, pid, instance, run_dir) is None}
+
+
 class KvmRuntime:
     """An instance's runtime file: what its qemu was started with.
 
@@ -334,6 +364,36 @@ def kvm_runtime_path(run_dir, instance):
     return kvm_path if isinstance(kvm_path, str) and kvm_path.startswith("/") else None
 
 
+UID_FILE_MAX = 64
+
+
+def kvm_runas_uids(run_dir, instance):
+    """The uids other than root that Ganeti runs `instance`'s qemu as
+    (`-runas`), from its runtime file: `security_model = user` means the
+    uid of `security_domain`, `pool` the uid Ganeti took from the uid pool
+    (`<run_dir>/kvm-hypervisor/uid/<instance>`).  An empty set when it runs
+    as root, or when that cannot be read.
+    """
+    try:
+        hvparams = read_kvm_runtime(run_dir, instance).hvparams
+    except (OSError, ValueError):
+        return set()
+    model = hvparams.get("security_model")
+    if model == "user" and isinstance(hvparams.get("security_domain"), str):
+        import pwd
+        try:
+            return {pwd.getpwnam(hvparams["security_domain"]).pw_uid}
+        except (KeyError, ValueError):
+            return set()
+    if model == "pool":
+        path = os.path.join(run_dir, KVM_RUN_SUBDIR, "uid", instance)
+        try:
+            return {int(read_bounded(path, UID_FILE_MAX).strip())}
+        except (OSError, ValueError):
+            return set()
+    return set()
+
+
 def cluster_hvparams(data_dir, hypervisor="kvm"):
     """The cluster's default hypervisor parameters from
     `ssconf_hvparams_<hypervisor>` as {key: value}; {} when absent.
@@ -383,3 +443,333 @@ def qemu_name(argv):
     name = name.split(",", 1)[0]
     return name[6:] if name.startswith("guest=") else name
 
+
+
+# Instance names as Ganeti accepts them (netutils.Hostname.GetNormalizedName):
+# lower-case letters, digits, ".", "_", "-"; at most 255; no empty label.
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
+
+
+def valid_instance_name(name):
+    """Whether `name` is an instance name Ganeti could have written."""
+    return (0 < len(name) <= 255 and set(name) <= _NAME_CHARS
+            and ".." not in name and not name.startswith("."))
+
+
+BDEV_CACHE_SUBDIR = "bdev-cache"
+BDEV_CACHE_MAX = 1024  # "<instance> <primary|secondary> <iv_name>\n"
+DISK_LINKS_SUBDIR = "instance-disks"
+DISK_SEPARATOR = ":"   # Ganeti's default (configure --with-disk-separator)
+DRBD_PREFIX = "drbd"
+
+
+class DiskOwner:
+    """Which instance's disk a block device is, as Ganeti's run dir says."""
+
+    __slots__ = ("instance", "disk", "source", "problem")
+
+    def __init__(self, instance=None, disk=None, source=None, problem=None):
+        self.instance = instance  # a valid instance name, or None
+        self.disk = disk          # "disk/0" (Ganeti's iv_name), or None
+        self.source = source      # the file that said so
+        self.problem = problem    # why it names no instance, or None
+
+    def __repr__(self):
+        return "DiskOwner(%r, %r, problem=%r)" % (self.instance, self.disk,
+                                                  self.problem)
+
+
+def bdev_cache_minors(run_dir):
+    """The DRBD minors with a `<run_dir>/bdev-cache/bdev_drbd<N>` file.
+
+    Ganeti's node daemon writes one per device it creates or assembles,
+    on the primary and the secondary node, and removes it at shutdown.
+    No directory: [].  PermissionError propagates.
+    """
+    try:
+        names = os.listdir(os.path.join(run_dir, BDEV_CACHE_SUBDIR))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    prefix = "bdev_" + DRBD_PREFIX
+    return sorted(int(name[len(prefix):]) for name in names
+                  if name.startswith(prefix) and name[len(prefix):].isdigit()
+                  and name[len(prefix):].isascii())
+
+
+def read_bdev_cache(run_dir, minor):
+    """The DiskOwner of /dev/drbd<minor> from Ganeti's bdev-cache, or None
+    when there is no entry.
+
+    Ganeti (backend.DevCacheManager.UpdateCache) writes
+    "<instance> <primary|secondary> <iv_name>\\n"; the role word is the one
+    of the last create or assemble and is not updated by a migration, so
+    it is not returned.  Anything else gives a DiskOwner with a problem.
+    """
+    path = os.path.join(run_dir, BDEV_CACHE_SUBDIR, "bdev_%s%d" % (DRBD_PREFIX, minor))
+    try:
+        data = read_bounded(path, BDEV_CACHE_MAX)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        from .safefile import describe
+        return DiskOwner(source=path, problem="not read: %s" % describe(e))
+    words = data.decode("utf-8", "replace").split()
+    if len(words) != 3 or words[1] not in ("primary", "secondary"):
+        return DiskOwner(source=path, problem="not Ganeti's format")
+    instance, disk = words[0], words[2]
+    if not valid_instance_name(instance):
+        return DiskOwner(source=path, problem="names no valid instance")
+    if not _valid_disk_name(disk):
+        return DiskOwner(source=path, problem="names no valid disk")
+    return DiskOwner(instance, disk, path)
+
+
+def _valid_disk_name(name):
+    # Ganeti's iv_name: "disk/<index>", or "not_visible" for a disk without one
+    if name == "not_visible":
+        return True
+    head, _, index = name.partition("/")
+    return head == "disk" and index.isdigit() and index.isascii() and len(index) <= 6
+
+
+def instance_disk_links(run_dir):
+    """{minor: DiskOwner} from `<run_dir>/instance-disks/<instance>:<index>`.
+
+    Ganeti links each disk of an instance started (or migrated in) on this
+    node to its device; links are only read (readlink), never followed.
+    Links to anything but /dev/drbd<N> are skipped.  No directory: {}.
+    """
+    directory = os.path.join(run_dir, DISK_LINKS_SUBDIR)
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    found = {}
+    for name in sorted(names):
+        instance, sep, index = name.rpartition(DISK_SEPARATOR)
+        if not (sep and index.isdigit() and index.isascii() and len(index) <= 6
+                and valid_instance_name(instance)):
+            continue
+        try:
+            target = os.readlink(os.path.join(directory, name))
+        except OSError:
+            continue  # not a link, or removed meanwhile
+        device = target.rsplit("/", 1)[-1]
+        number = device[len(DRBD_PREFIX):]
+        if target == "/dev/" + device and device.startswith(DRBD_PREFIX) \
+                and number.isdigit() and number.isascii():
+            found.setdefault(int(number), DiskOwner(
+                instance, "disk/%d" % int(index), os.path.join(directory, name)))
+    return found
+
+
+CONFIG_DATA = "config.data"
+CONFIG_DATA_MAX = 256 << 20  # the cluster's whole configuration
+
+
+def read_config_data(data_dir):
+    """The cluster configuration `<data_dir>/config.data` as a dict, or
+    None where this node has none (only master candidates keep a copy).
+
+    Read with safefile (Ganeti's daemon users may own it); OSError when
+    it is refused, ValueError when it is not a Ganeti configuration.
+    """
+    import json
+    path = os.path.join(data_dir, CONFIG_DATA)
+    try:
+        data = read_bounded(path, CONFIG_DATA_MAX, owners=owners())
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        config = json.loads(data.decode("utf-8", "replace"))
+    except RecursionError:
+        raise ValueError("%s is not a Ganeti configuration (nested too deep)" % path)
+    except ValueError as e:
+        raise ValueError("%s is not a Ganeti configuration (%s)" % (path, e))
+    if not (isinstance(config, dict) and isinstance(config.get("cluster"), dict)
+            and isinstance(config.get("instances"), dict)):
+        raise ValueError("%s is not a Ganeti configuration" % path)
+    return config
+
+
+NODE_GROUP_CACHE = "nodegroup"
+
+
+def node_group(data_dir, node, state_dir=None):
+    """The name of `node`'s node group, or None when this node cannot tell.
+
+    ssconf lists the groups (`ssconf_nodegroups`: "<uuid> <name>") but not
+    which node is in which: with one group that is the answer; with more,
+    only the master and the master candidates know, from the cluster's
+    config (`config.data`, which Ganeti copies to them alone).  That file
+    can be tens of MiB: the answer is remembered in `<state_dir>/nodegroup`
+    for as long as the file is the same (inode, size, mtime).  OSError or
+    ValueError when it is refused or not Ganeti's config.
+    """
+    groups = {}
+    for line in read_ssconf_list(data_dir, "nodegroups"):
+        uuid, _, name = line.partition(" ")
+        groups[uuid.strip()] = name.strip()
+    if len(groups) == 1:
+        return next(iter(groups.values())) or None
+    path = os.path.join(data_dir, CONFIG_DATA)
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    key = "%s %d %d %d %d" % (node, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    cache = os.path.join(state_dir, NODE_GROUP_CACHE) if state_dir else None
+    if cache:
+        try:
+            cached_key, _, name = read_bounded(cache, 4096).decode(
+                "utf-8", "replace").partition("\n")
+            if cached_key == key:
+                return name or None
+        except (OSError, ValueError):
+            pass
+    name = _group_in_config(data_dir, node, groups)
+    if cache:
+        try:
+            from .statefile import write_atomically
+            write_atomically(cache, "%s\n%s" % (key, name or ""))
+        except OSError:
+            pass  # not root, or no state dir: read the config next time
+    return name
+
+
+def _group_in_config(data_dir, node, groups):
+    config = read_config_data(data_dir)
+    if config is None:
+        return None
+    try:
+        for info in config["nodes"].values():
+            if str(info.get("name", "")).lower() == node:
+                group = config["nodegroups"].get(info.get("group"), {})
+                return group.get("name") or groups.get(info.get("group"))
+    except (AttributeError, KeyError, TypeError) as e:
+        raise ValueError("%s is not a Ganeti configuration (%s)" % (
+            os.path.join(data_dir, CONFIG_DATA), type(e).__name__))
+    return None
+
+
+def enabled_disk_templates(data_dir):
+    """The cluster's enabled disk templates from `config.data`, or None
+    where this node has no copy (only master candidates keep one).
+
+    ssconf does not carry them (Ganeti 2.x to 3.1).  OSError propagates
+    (a copy we may not read: not root); ValueError when it is not a
+    Ganeti configuration.
+    """
+    config = read_config_data(data_dir)
+    if config is None:
+        return None
+    templates = config["cluster"].get("enabled_disk_templates")
+    if not isinstance(templates, list):
+        raise ValueError("%s is not a Ganeti configuration"
+                         % os.path.join(data_dir, CONFIG_DATA))
+    return [t for t in templates if isinstance(t, str)]
+
+
+def running_kvm_runtimes(proc, run_dir):
+    """The runtime files of the KVM instances running here.
+
+    An instance runs when its pid file names a live qemu with its -name
+    (instance_process_problem).  Returns ({instance: KvmRuntime}, {instance: why
+    its runtime could not be read}); stale pid files are left out.
+    PermissionError (not root) propagates.
+    """
+    runtimes, unreadable = {}, {}
+    for instance, pid in kvm_pid_files(run_dir):
+        if pid is None or instance_process_problem(proc, pid, instance, run_dir) is not None:
+            continue
+        try:
+            runtimes[instance] = read_kvm_runtime(run_dir, instance)
+        except PermissionError:
+            raise
+        except FileNotFoundError:
+            unreadable[instance] = "it has no runtime file"
+        except (OSError, ValueError) as e:
+            from .safefile import describe
+            unreadable[instance] = describe(e) if isinstance(e, OSError) else str(e)
+    return runtimes, unreadable
+
+
+DRBD_TYPES = ("drbd", "drbd8")
+
+
+class ConfiguredInstance:
+    """A KVM instance as the cluster configuration has it (config.data):
+    `hvparams` and `beparams` filled as Ganeti fills them at start (cluster
+    defaults, then the OS's, then the instance's own); `primary` says this
+    node is its primary (else a secondary: a failover target); `nics` is
+    how many NICs it has."""
+
+    __slots__ = ("name", "primary", "hvparams", "beparams", "nics")
+
+    def __init__(self, name, primary, hvparams, beparams, nics):
+        self.name = name
+        self.primary = primary
+        self.hvparams = hvparams
+        self.beparams = beparams
+        self.nics = nics
+
+    def __repr__(self):
+        return "ConfiguredInstance(%r, primary=%r)" % (self.name, self.primary)
+
+
+def _dict(value):
+    return value if isinstance(value, dict) else {}
+
+
+def _disk_nodes(disk, disks):
+    """The node uuids of a disk (its DRBD pair, also in children)."""
+    if isinstance(disk, str):  # 2.16 and later: a uuid into config["disks"]
+        disk = disks.get(disk)
+    disk = _dict(disk)
+    nodes = []
+    logical_id = disk.get("logical_id")
+    if disk.get("dev_type") in DRBD_TYPES and isinstance(logical_id, list):
+        nodes += [n for n in logical_id[:2] if isinstance(n, str)]
+    for child in disk.get("children") or []:
+        nodes += _disk_nodes(child, disks)
+    return nodes
+
+
+def configured_kvm_instances(data_dir, node):
+    """The KVM instances whose primary or secondary node is `node`, from
+    `<data_dir>/config.data`, which only master candidates have: None
+    there is none.  ValueError, OSError: see read_config_data."""
+    config = read_config_data(data_dir)
+    if config is None:
+        return None
+    cluster = config["cluster"]
+    node_uuids = {uuid for uuid, n in _dict(config.get("nodes")).items()
+                  if str(_dict(n).get("name", "")).lower().rstrip(".") == node}
+    node_uuids.add(node)  # configurations before 2.10 name nodes directly
+    disks = _dict(config.get("disks"))
+    found = []
+    for inst in config["instances"].values():
+        inst = _dict(inst)
+        if inst.get("hypervisor", "kvm") != "kvm" or not isinstance(inst.get("name"), str):
+            continue
+        primary = inst.get("primary_node") in node_uuids
+        if not primary and not node_uuids & set(
+                _disk_nodes_all(inst.get("disks") or [], disks)):
+            continue
+        hvparams = dict(_dict(_dict(cluster.get("hvparams")).get("kvm")))
+        hvparams.update(_dict(_dict(_dict(cluster.get("os_hvp")).get(
+            inst.get("os"))).get("kvm")))
+        hvparams.update(_dict(inst.get("hvparams")))
+        beparams = dict(_dict(_dict(cluster.get("beparams")).get("default")))
+        beparams.update(_dict(inst.get("beparams")))
+        nics = inst.get("nics")
+        found.append(ConfiguredInstance(inst["name"], primary, hvparams, beparams,
+                                        len(nics) if isinstance(nics, list) else 0))
+    return sorted(found, key=lambda i: i.name)
+
+
+def _disk_nodes_all(instance_disks, disks):
+    nodes = []
+    for disk in instance_disks if isinstance(instance_disks, list) else []:
+        nodes += _disk_nodes(disk, disks)
+    return nodes
