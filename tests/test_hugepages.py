@@ -323,3 +323,15 @@ def test_real_hugetlbfs_in_a_private_mount_namespace(tmp_path, node, doubles, re
     assert service["state"] == "2"
     assert "do not cover the largest instance using it (huge2, 131072 MiB), 65536 pages" \
         in service["summary"]
+
+
+def test_unreadable_mounts_are_unknown_not_a_missing_hugetlbfs(agent, tree, doubles):
+    # Without the mount table nothing says the mem_path is not a hugetlbfs:
+    # that is "cannot read", never a CRIT naming "no file system".
+    tree.cluster(mem_path=tree.path("dev/hugepages"))
+    os.unlink(str(tree.proc / "self" / "mounts"))
+    (tree.proc / "self" / "mounts").mkdir()
+    service = agent("ganeti_hugepages", tree.config())[SERVICE]
+    assert service["state"] == "3", service
+    assert service["summary"].startswith("cannot read: %s/self/mounts" % tree.proc)
+    assert "no file system" not in service["summary"]

@@ -99,7 +99,7 @@ class Probe:
 
     __slots__ = ("in_cluster", "instances", "memory", "uses", "unknown",
                  "default_kb", "pools", "errors", "sys_root", "config_read",
-                 "coming")
+                 "coming", "mounts_read")
 
     def __init__(self, **fields):
         self.in_cluster = True
@@ -113,6 +113,7 @@ class Probe:
         self.sys_root = "/sys"
         self.config_read = False  # config.data (master candidates) read
         self.coming = {}          # instance not running here: why it may come
+        self.mounts_read = True   # False: no mount table, no fstype is known
         for key, value in fields.items():
             setattr(self, key, value)
 
@@ -186,6 +187,7 @@ def probe(proc, sys_root, data_dir, run_dir, node_name):
         mounts = procfs.mounts(proc)
     except OSError as e:
         mounts = []
+        p.mounts_read = False
         p.errors.append("%s/self/mounts: %s" % (proc, describe(e)))
     for path, users in sorted(paths.items()):
         real = os.path.realpath(path)
@@ -260,7 +262,8 @@ def evaluate(p, reserve, short_state):
     details = ["instances running here: %s" % (", ".join(p.instances) or "none")]
     details += ["mem_path %s: used by %s; %s" % (
         u.path, ", ".join(u.users), "hugetlbfs at %s, %s" % (u.mount_point, page_text(
-            u.page_kb)) if u.fstype == "hugetlbfs" else "not a hugetlbfs")
+            u.page_kb)) if u.fstype == "hugetlbfs" else "not a hugetlbfs"
+        if p.mounts_read or not u.exists else "mount not known")
         for u in p.uses]
     details += [_pool_text(kb, pool) for kb, pool in sorted(p.pools.items()) if pool]
     details += ["%s (from config.data, %s)" % item for item in sorted(p.coming.items())]
@@ -275,7 +278,8 @@ def evaluate(p, reserve, short_state):
     problems = []  # (State, build(n) -> text naming at most n items per list)
     needed = {}    # page kB -> (pages, text of whom)
     for use in p.uses:
-        if use.fstype != "hugetlbfs":
+        # Without the mount table only a missing directory is known wrong.
+        if use.fstype != "hugetlbfs" and (p.mounts_read or not use.exists):
             problems.append((CRIT, lambda n, use=use: _not_mounted(use, n)))
     by_size = {}
     for use in p.uses:
