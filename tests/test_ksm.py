@@ -227,18 +227,22 @@ def test_state_that_cannot_be_written_is_said(tmp_path):
 
 def test_unprofitable_end_to_end_keeps_its_state(agent, tmp_path):
     sys_root = sys_tree(tmp_path, dict(KERNEL_6, general_profit="-5000"))
-    cfg = config(sys_root, unprofitable_after="1h")
+    cfg = config(sys_root, unprofitable_after="2s")
     service = agent("ganeti_ksm", cfg)["KSM"]
     assert service["state"] == "0"
     assert "general profit has been <= 0 for" in service["details"][-1]
     state_file = tmp_path / "var" / "ganeti_cmk" / STATE_FILE
     state = json.loads(state_file.read_text())
-    # Two hours ago on the boot clock, as a run two hours back would have written.
-    state.update(since=state["since"] - 7200, last=state["last"] - 60)
+    # Since the boot (the earliest a streak of this boot can start; a test
+    # machine may have been up for minutes only), as a run then would have
+    # written, and looked at again a second ago.
+    assert state["since"] >= 2, "the machine booted less than 2 s ago"
+    state.update(since=0.0, last=state["last"] - 1)
     state_file.write_text(json.dumps(state))
     service = agent("ganeti_ksm", cfg)["KSM"]
     assert service["state"] == "1"
-    assert "KSM has cost more than it saved for 2" in service["summary"]
+    assert "KSM has cost more than it saved for " in service["summary"]
+    assert "warn after 2 s, [ksm] unprofitable_after" in service["summary"]
 
 
 # --- the real KSM of this machine -------------------------------------------
@@ -328,3 +332,16 @@ def test_real_ksm_off_warns_when_expected_on(agent, tmp_path):
         "on" if ksm_read("run") != "1" else "off")))["KSM"]
     assert service["state"] == "1"
     assert "expected" in service["summary"]
+
+
+@pytest.mark.parametrize("since", ["-Infinity", "-1e9", "-1"])
+def test_streak_that_began_before_this_boot_restarts(tmp_path, since):
+    # The boot clock starts at 0: a start before it (a corrupt file, a
+    # JSON -Infinity) is not a streak of this boot, and must not make the
+    # first unprofitable look a WARN "for inf d" or "for 31 years".
+    path = tmp_path / STATE_FILE
+    path.write_text('{"boot_id": "b", "since": %s, "last": 250}' % since)
+    streak = track_streak(str(path), True, "b", 300)
+    assert streak.since == 300
+    p = Probe("/sys/kernel/mm/ksm", run=1, counters=dict(general_profit=-1))
+    assert evaluate(p, "on", 3600, streak, 300).state == 0
