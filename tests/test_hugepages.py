@@ -228,13 +228,17 @@ def test_config_data_adds_instances_that_can_fail_over_here(agent, tree, doubles
         "cluster": {"hvparams": {"kvm": {"mem_path": ""}}, "os_hvp": {},
                     "beparams": {"default": {"maxmem": 128}}},
         "nodes": {"n1": {"name": "node1.example.com"}, "n2": {"name": "node2.example.com"}},
-        "disks": {"d1": {"dev_type": "drbd", "logical_id": ["n1", "n2", 11000, 0, 0, "s"]}},
+        "disks": {"d1": {"dev_type": "drbd", "logical_id": ["n1", "n2", 11000, 0, 0, "s"]},
+                  "p1": {"dev_type": "plain", "logical_id": ["xenvg", "other1"]}},
         "instances": {
             "u1": {"name": "big1", "primary_node": "n1", "hypervisor": "kvm",
                    "hvparams": {"mem_path": hp}, "beparams": {"maxmem": 2048},
                    "disks": ["d1"], "nics": []},
             "u2": {"name": "other1", "primary_node": "n1", "hypervisor": "kvm",
                    "hvparams": {"mem_path": hp}, "beparams": {"maxmem": 8192},
+                   "disks": ["p1"], "nics": []},
+            "u4": {"name": "roam1", "primary_node": "n1", "hypervisor": "kvm",
+                   "hvparams": {"mem_path": hp}, "beparams": {"maxmem": 1536},
                    "disks": [], "nics": []},
             "u3": {"name": "small1", "primary_node": "n2", "hypervisor": "kvm",
                    "hvparams": {"mem_path": hp}, "beparams": {}, "disks": [], "nics": []}}}
@@ -245,6 +249,8 @@ def test_config_data_adds_instances_that_can_fail_over_here(agent, tree, doubles
     assert "290 2 MiB hugepages available (300 free, 10 reserved) do not cover the " \
         "largest instance using it (big1, 2048 MiB), 1024 pages" in service["summary"]
     assert "big1 (from config.data, can fail over here)" in service["details"]
+    # diskless: migrates to any node; other1's plain disk keeps it on node1
+    assert "roam1 (from config.data, can migrate here)" in service["details"]
     assert "other1" not in " ".join(service["details"])
 
 

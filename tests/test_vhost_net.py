@@ -43,13 +43,19 @@ def config(node, device):
 
 def config_data(node, instances, cluster_kvm=None, os_hvp=None):
     """A 3.0-style config.data: node1 and node2 (this node), instances as
-    (name, primary, secondary or None, hvparams, nics)."""
+    (name, primary, secondary or None or "diskless", hvparams, nics); without
+    a secondary the instance has a local (plain) disk."""
     disks, insts = {}, {}
     for i, (name, primary, secondary, hvparams, nics) in enumerate(instances):
         disk_uuids = []
-        if secondary:
+        if secondary == "diskless":
+            pass
+        elif secondary:
             disks["disk-%d" % i] = {"dev_type": "drbd", "logical_id": [
                 primary, secondary, 11000 + i, 0, 0, "secret"], "children": []}
+            disk_uuids.append("disk-%d" % i)
+        else:
+            disks["disk-%d" % i] = {"dev_type": "plain", "logical_id": ["xenvg", name]}
             disk_uuids.append("disk-%d" % i)
         insts["uuid-%d" % i] = {"name": name, "primary_node": primary, "os": "debian",
                                 "hypervisor": "kvm", "hvparams": hvparams,
@@ -281,12 +287,14 @@ def test_config_data_names_instances_to_start_or_fail_over_here(agent, node, dou
         ("running1", "n2", None, {"vhost_net": True}, 1),     # modified, runs here
         ("down1", "n2", None, {"vhost_net": True}, 1),        # primary here, down
         ("drbd1", "n1", "n2", {}, 1),                         # OS override, failover
-        ("elsewhere1", "n1", None, {"vhost_net": True}, 1),   # never here
+        ("elsewhere1", "n1", None, {"vhost_net": True}, 1),   # local disk: never here
+        ("diskless1", "n1", "diskless", {"vhost_net": True}, 1),  # migrates anywhere
         ("nonic1", "n2", None, {"vhost_net": True}, 0),       # no NIC, no vhost
     ], os_hvp={"debian": {"kvm": {"vhost_net": True}}})
     service = agent("ganeti_vhost_net", config(node, tmp_path / "missing"))[SERVICE]
     assert service["state"] == "2", service
-    assert ("3 instances down1 (vhost_net=True, primary here), drbd1 (vhost_net=True, "
+    assert ("4 instances diskless1 (vhost_net=True, can migrate here), down1 "
+            "(vhost_net=True, primary here), drbd1 (vhost_net=True, "
             "can fail over here), running1 (vhost_net=True from its next start) need "
             "it") in service["summary"]
     assert "elsewhere1" not in service["summary"] and "nonic1" not in service["summary"]

@@ -135,8 +135,9 @@ def read_pool(sys_root, kb):
 
 def _configured(p, data_dir, node, runtimes, paths):
     """Add the instances config.data (master candidates) gives this node
-    that do not run here: down with this node as primary, or with it as
-    secondary (they can fail over here); their memory is maxmem."""
+    that do not run here: down with this node as primary, with it as
+    secondary (they can fail over here), or on disks no node holds (they
+    can migrate here); their memory is maxmem."""
     try:
         configured = ganeti.configured_kvm_instances(data_dir, node)
     except PermissionError:
@@ -155,7 +156,8 @@ def _configured(p, data_dir, node, runtimes, paths):
         memory = inst.beparams.get("maxmem", inst.beparams.get("memory"))
         p.memory[inst.name] = memory if isinstance(memory, int) \
             and not isinstance(memory, bool) else None
-        p.coming[inst.name] = "primary here" if inst.primary else "can fail over here"
+        p.coming[inst.name] = ("can migrate here" if inst.movable else "primary here"
+                               if inst.primary else "can fail over here")
 
 
 def probe(proc, sys_root, data_dir, run_dir, node_name):

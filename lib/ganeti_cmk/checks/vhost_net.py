@@ -132,7 +132,8 @@ def probe(device, proc, sys_root, data_dir, run_dir, node_name):
 
 def _configured(p, data_dir, node, runtimes):
     """Add the instances config.data gives this node (master candidates
-    only): those to be started here, and those that can fail over here."""
+    only): those to be started here, and those that can fail over or
+    migrate here."""
     try:
         configured = ganeti.configured_kvm_instances(data_dir, node)
     except PermissionError:
@@ -146,7 +147,9 @@ def _configured(p, data_dir, node, runtimes):
     for inst in configured:
         if inst.name in p.wanting or not wants_vhost(inst.hvparams, inst.nics):
             continue
-        if not inst.primary:
+        if inst.movable:
+            p.wanting[inst.name] = "vhost_net=True, can migrate here"
+        elif not inst.primary:
             p.wanting[inst.name] = "vhost_net=True, can fail over here"
         elif inst.name in runtimes:
             p.wanting[inst.name] = "vhost_net=True from its next start"
