@@ -341,3 +341,21 @@ def test_unreadable_mounts_are_unknown_not_a_missing_hugetlbfs(agent, tree, doub
     assert service["state"] == "3", service
     assert service["summary"].startswith("cannot read: %s/self/mounts" % tree.proc)
     assert "no file system" not in service["summary"]
+
+
+def test_long_instance_names_never_cut_the_count_or_the_end():
+    # Ganeti names may be 255 characters long: ten of them do not fit the
+    # summary, which must still end with what it says and how many more.
+    names = ["%s-%02d.example.com" % ("x" * 200, i) for i in range(12)]
+    p = probe_with([Use("/dev/hugepages", names)], {n: None for n in names})
+    r = evaluate(p, "largest", CRIT)
+    assert r.state == 1 and len(r.summary) <= 960
+    assert r.summary.endswith("more need: hvparams or memory unknown (see details)")
+    r = evaluate(probe_with([], instances=names), "largest", CRIT)
+    assert r.state == 0 and len(r.summary) <= 960
+    assert r.summary.endswith("more) and not the cluster default uses mem_path")
+    assert r.summary.startswith("not used: none of the 12 instances here (")
+    many = [Use("/dev/hugepages", names)]
+    r = evaluate(probe_with(many, {n: 2 for n in names}), "sum", CRIT)
+    assert r.state == 0 and len(r.summary) <= 960
+    assert r.summary.endswith("more; 24 MiB) (12 pages)")

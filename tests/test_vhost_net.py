@@ -308,3 +308,17 @@ def test_broken_config_data_is_not_ok(agent, node, tmp_path):
     service = agent("ganeti_vhost_net", config(node, tmp_path / "missing"))[SERVICE]
     assert service["state"] == "1"
     assert "cannot tell whether it is needed: config.data unknown" in service["summary"]
+
+
+def test_long_instance_names_never_cut_the_count_or_the_end():
+    # Ganeti names may be 255 characters long: ten of them do not fit.
+    names = ["%s-%02d.example.com" % ("x" * 200, i) for i in range(12)]
+    r = evaluate(Probe("/dev/vhost-net", instances=names))
+    assert r.state == 0 and len(r.summary) <= 960
+    assert r.summary.startswith("not needed: none of the 12 instances here (")
+    assert r.summary.endswith("more) and not the cluster default uses vhost_net; "
+                              "/dev/vhost-net usable")
+    r = evaluate(Probe("/dev/vhost-net", instances=names, exists=False))
+    assert r.state == 0 and len(r.summary) <= 960
+    assert r.summary.endswith("/dev/vhost-net is missing, module vhost_net not "
+                              "loaded (no /sys/module/vhost_net)")

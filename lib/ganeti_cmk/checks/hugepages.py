@@ -330,33 +330,34 @@ def evaluate(p, reserve, short_state):
         return Result(worst(s for s, _ in problems), SERVICE, fit(lambda n: "; ".join(b(n) for _, b in problems)),
                       details, metrics)
     if unsure:
-        return Result(WARN, SERVICE, "cannot tell what %s need%s: hvparams or memory "
-                      "unknown (see details)" % (some(unsure, 10),
-                                                  "s" if len(unsure) == 1 else ""),
+        return Result(WARN, SERVICE, fit(lambda n: "cannot tell what %s need%s: "
+                                         "hvparams or memory unknown (see details)" % (
+                                             some(unsure, n),
+                                             "s" if len(unsure) == 1 else "")),
                       details, metrics)
     if p.errors and p.uses:
         return Result(UNKNOWN, SERVICE, "cannot read: %s" % "; ".join(p.errors),
                       details, metrics)
     if not p.uses:
-        n = len(p.instances)
-        here = ("no instance here" if not n else "none of the %s here (%s)" % (
-            plural(n, "instance"), some(p.instances, 10)))
+        count = len(p.instances)
         cluster = " and not the cluster default" if p.in_cluster else ""
-        return Result(OK, SERVICE, "not used: %s%s uses mem_path" % (here, cluster),
-                      details, metrics)
+        return Result(OK, SERVICE, fit(lambda n: "not used: %s%s uses mem_path" % (
+            "no instance here" if not count else "none of the %s here (%s)" % (
+                plural(count, "instance"), some(p.instances, n)), cluster)),
+            details, metrics)
     parts = []
     for use in p.uses:
         pool = p.pools.get(use.page_kb, {})
         parts.append("mem_path %s is a hugetlbfs (%s, %d of %d free)" % (
             use.path, page_text(use.page_kb), pool.get("free_hugepages", 0),
             pool.get("nr_hugepages", 0)))
-    summary = "; ".join(parts)
-    if needed:
-        summary += "; they cover " + " and ".join(
-            "%s (%d pages)" % (whom(3), pages) for pages, whom in needed.values())
-    else:
-        summary += "; no instance using it runs here to size a reserve"
-    return Result(OK, SERVICE, summary, details, metrics)
+
+    def build(n):
+        if not needed:
+            return "; ".join(parts) + "; no instance using it runs here to size a reserve"
+        return "; ".join(parts) + "; they cover " + " and ".join(
+            "%s (%d pages)" % (whom(min(n, 3)), pages) for pages, whom in needed.values())
+    return Result(OK, SERVICE, fit(build), details, metrics)
 
 
 class Settings:

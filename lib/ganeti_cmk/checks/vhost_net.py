@@ -200,11 +200,12 @@ def _remedy(p):
     return "run 'modprobe vhost_net' and add vhost_net to /etc/modules"
 
 
-def _not_needed(p):
-    """'not needed: ...', saying which sources were looked at."""
+def _not_needed(p, limit):
+    """'not needed: ...', saying which sources were looked at, naming at
+    most `limit` instances."""
     n = len(p.instances)
     here = ("no instance here" if not n else "none of the %s here (%s)" % (
-        plural(n, "instance"), some(p.instances, 10)))
+        plural(n, "instance"), some(p.instances, limit)))
     if not p.in_cluster:
         return "not needed: %s uses vhost_net (not in a cluster)" % here
     return "not needed: %s and not the cluster default uses vhost_net" % here
@@ -247,8 +248,8 @@ def evaluate(p):
         if needed:
             return Result(OK, SERVICE, fit(lambda n: "%s usable, needed by %s; %s" % (
                 p.device, _who(p, n), _module_text(p))), details)
-        return Result(OK, SERVICE, "%s; %s usable" % (_not_needed(p), p.device),
-                      details)
+        return Result(OK, SERVICE, fit(lambda n: "%s; %s usable" % (
+            _not_needed(p, n), p.device)), details)
     if (p.open_errno in (errno.EACCES, errno.EPERM) and p.euid != 0
             and p.exists and p.file_type == "character device"):
         return Result(UNKNOWN, SERVICE, "cannot open %s: permission denied for "
@@ -268,8 +269,8 @@ def evaluate(p):
                                          "is needed: %s unknown" % (
                                              failure, _module_text(p), some(unsure, n))),
                       details)
-    return Result(OK, SERVICE, "%s; %s, %s" % (_not_needed(p), failure,
-                                               _module_text(p)), details)
+    return Result(OK, SERVICE, fit(lambda n: "%s; %s, %s" % (
+        _not_needed(p, n), failure, _module_text(p))), details)
 
 
 class Settings:
