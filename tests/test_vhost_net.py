@@ -301,6 +301,28 @@ def test_config_data_names_instances_to_start_or_fail_over_here(agent, node, dou
     assert any("config.data read" in d for d in service["details"])
 
 
+def test_an_offline_instance_needs_nothing_until_it_is_online(agent, node, doubles,
+                                                              tmp_path):
+    # Ganeti starts no instance marked offline (gnt-instance modify
+    # --offline): it needs vhost-net only once it is online again.
+    ssconf(node, NO_VHOST)
+    config_data(node, [("retired1", "n2", None, {"vhost_net": True}, 1)])
+    with open(os.path.join(node.data_dir, "config.data")) as f:
+        data = json.load(f)
+    data["instances"]["uuid-0"]["admin_state"] = "offline"
+    with open(os.path.join(node.data_dir, "config.data"), "w") as f:
+        json.dump(data, f)
+    service = agent("ganeti_vhost_net", config(node, tmp_path / "missing"))[SERVICE]
+    assert service["state"] == "0", service
+    assert service["summary"].startswith("not needed: no instance here")
+    data["instances"]["uuid-0"]["admin_state"] = "down"
+    with open(os.path.join(node.data_dir, "config.data"), "w") as f:
+        json.dump(data, f)
+    service = agent("ganeti_vhost_net", config(node, tmp_path / "missing"))[SERVICE]
+    assert service["state"] == "2", service
+    assert "instance retired1 (vhost_net=True, primary here) needs it" in service["summary"]
+
+
 def test_broken_config_data_is_not_ok(agent, node, tmp_path):
     ssconf(node, NO_VHOST)
     with open(os.path.join(node.data_dir, "config.data"), "w") as f:

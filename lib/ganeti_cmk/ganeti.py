@@ -727,8 +727,12 @@ def _movable(inst, disks):
     return True
 
 
+ADMIN_OFFLINE = "offline"  # admin_state: Ganeti starts it only once online
+
+
 def configured_kvm_instances(data_dir, node):
-    """The KVM instances that are or may come to `node`, from
+    """The KVM instances that are or may come to `node` (not those marked
+    offline, which Ganeti does not start), from
     `<data_dir>/config.data`, which only master candidates have (None
     there is none): `node` is their primary or DRBD secondary, or they
     can be moved there (`movable`: disks on no node; from a node of the
@@ -749,6 +753,8 @@ def configured_kvm_instances(data_dir, node):
         inst = _dict(inst)
         if inst.get("hypervisor", "kvm") != "kvm" or not isinstance(inst.get("name"), str):
             continue
+        if inst.get("admin_state") == ADMIN_OFFLINE:
+            continue  # never started until brought online
         primary = inst.get("primary_node") in node_uuids
         movable = False
         if not primary and not node_uuids & set(
