@@ -136,6 +136,21 @@ def test_a_link_planted_for_a_counter_is_not_followed(tmp_path):
     assert any("pages_sharing" in e for e in p.errors)
 
 
+def test_attributes_of_a_64k_page_kernel_are_read(tmp_path, monkeypatch):
+    # sysfs gives every attribute the size of a page: 64 KiB on ppc64el
+    # and on arm64 kernels built with 64K pages.  A 4 KiB limit refused
+    # them all and KSM was never readable there.
+    sys_root = sys_tree(tmp_path, KERNEL_6)
+    for f in (sys_root / "kernel" / "mm" / "ksm").iterdir():
+        f.write_text(f.read_text().strip().ljust(65535) + "\n")
+    real_sysconf = os.sysconf
+    monkeypatch.setattr(os, "sysconf", lambda name: 65536 if name == "SC_PAGE_SIZE"
+                        else real_sysconf(name))
+    p = probe(str(sys_root))
+    assert p.errors == [] and p.run == 1
+    assert p.saved_bytes == (30000 + 500) * 65536
+
+
 def test_garbage_in_a_counter_is_reported(tmp_path):
     p = probe(str(sys_tree(tmp_path, dict(KERNEL_6, full_scans="lots"))))
     assert p.value("full_scans") is None
