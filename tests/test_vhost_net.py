@@ -215,6 +215,17 @@ def test_missing_and_regular_file(agent, node, tmp_path):
     assert "remove it" in service["summary"]
 
 
+def test_a_fifo_at_the_device_path_is_never_opened(agent, node, tmp_path):
+    # Opened, a FIFO with no writer would block a reader; it is reported.
+    ssconf(node, {"vhost_net": "True"})
+    fifo = tmp_path / "fifo"
+    os.mkfifo(str(fifo))
+    service = agent("ganeti_vhost_net", config(node, fifo))[SERVICE]
+    assert service["state"] == "2"
+    assert "fifo is a named pipe, not the vhost-net character device 10:238" \
+        in service["summary"]
+
+
 def test_running_instances_decide(agent, node, doubles, tmp_path):
     ssconf(node, {"vhost_net": "False", "nic_type": "paravirtual"})
     start(node, doubles["none"], "plain1", NO_VHOST)
