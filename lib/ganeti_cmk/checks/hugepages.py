@@ -273,7 +273,8 @@ def evaluate(p, reserve, short_state):
     details += p.errors
     if p.config_read:
         details.append("config.data read: instances with this node as primary or "
-                       "secondary are included (memory: maxmem)")
+                       "secondary, or that can migrate here, are included "
+                       "(memory: maxmem)")
     elif p.in_cluster:
         details.append("no config.data (not a master candidate): only instances "
                        "running here size the reserve")

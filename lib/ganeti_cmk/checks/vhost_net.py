@@ -229,7 +229,7 @@ def _details(p):
     details += ["%s: not known: %s" % item for item in sorted(p.unknown.items())]
     if p.config_read:
         details.append("config.data read: instances with this node as primary or "
-                       "secondary are included")
+                       "secondary, or that can migrate here, are included")
     elif p.in_cluster:
         details.append("no config.data (not a master candidate): instances not "
                        "running here are not looked at, only the cluster default")
