@@ -359,3 +359,16 @@ def test_long_instance_names_never_cut_the_count_or_the_end():
     r = evaluate(probe_with(many, {n: 2 for n in names}), "sum", CRIT)
     assert r.state == 0 and len(r.summary) <= 960
     assert r.summary.endswith("more; 24 MiB) (12 pages)")
+
+
+def test_an_unreadable_pool_is_unknown_not_short(agent, tree, doubles):
+    # A pool file that cannot be read says nothing about free pages: no
+    # CRIT "0 available", but UNKNOWN naming the file.
+    tree.cluster()
+    tree.start(doubles["none"], "big1", tree.path("dev/hugepages"), 512)
+    free = tree.sys / "kernel" / "mm" / "hugepages" / "hugepages-2048kB" / "free_hugepages"
+    free.unlink()
+    os.symlink("/etc/passwd", str(free))
+    service = agent("ganeti_hugepages", tree.config())[SERVICE]
+    assert service["state"] == "3", service
+    assert service["summary"].startswith("cannot read: %s" % free), service["summary"]

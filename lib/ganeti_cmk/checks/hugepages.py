@@ -294,8 +294,8 @@ def evaluate(p, reserve, short_state):
                      if p.memory.get(name) is None)
     for kb, names in sorted(by_size.items()):
         sized = sorted((p.memory[n], n) for n in names if p.memory.get(n) is not None)
-        if not sized or kb is None:
-            continue
+        if not sized or kb is None or kb not in p.pools:
+            continue  # nothing to size, or the pool not read (p.errors)
         if reserve == "sum":
             mib = sum(m for m, _ in sized)
             names_ = sorted(n for _, n in sized)
