@@ -665,6 +665,12 @@ class ConfiguredInstance:
         self.nics = nics
         self.movable = movable
 
+    @property
+    def relation(self):
+        """How it may come to this node, in words."""
+        return ("can migrate here" if self.movable else "primary here"
+                if self.primary else "can fail over here")
+
     def __repr__(self):
         return "ConfiguredInstance(%r, primary=%r)" % (self.name, self.primary)
 
@@ -774,6 +780,21 @@ def configured_kvm_instances(data_dir, node):
             {k: v for k, (v, _) in filled.be.items()},
             len(nics) if isinstance(nics, list) else 0, movable))
     return sorted(found, key=lambda i: i.name)
+
+
+def configured_here(data_dir, node):
+    """configured_kvm_instances for a check: (instances, None); (None,
+    None) where there is no config.data (not a master candidate); (None,
+    why) when it cannot be used.  PermissionError propagates (not root)."""
+    try:
+        return configured_kvm_instances(data_dir, node), None
+    except PermissionError:
+        raise
+    except OSError as e:
+        from .safefile import describe
+        return None, describe(e)
+    except ValueError as e:
+        return None, str(e)
 
 
 def _disk_nodes_all(instance_disks, disks):

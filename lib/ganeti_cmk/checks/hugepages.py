@@ -138,13 +138,9 @@ def _configured(p, data_dir, node, runtimes, paths):
     that do not run here: down with this node as primary, with it as
     secondary (they can fail over here), or on disks no node holds (they
     can migrate here); their memory is maxmem."""
-    try:
-        configured = ganeti.configured_kvm_instances(data_dir, node)
-    except PermissionError:
-        raise
-    except (OSError, ValueError) as e:
-        p.unknown[ganeti.CONFIG_DATA] = describe(e) if isinstance(e, OSError) else str(e)
-        return
+    configured, why = ganeti.configured_here(data_dir, node)
+    if why:
+        p.unknown[ganeti.CONFIG_DATA] = why
     if configured is None:
         return
     p.config_read = True
@@ -156,8 +152,7 @@ def _configured(p, data_dir, node, runtimes, paths):
         memory = inst.beparams.get("maxmem", inst.beparams.get("memory"))
         p.memory[inst.name] = memory if isinstance(memory, int) \
             and not isinstance(memory, bool) else None
-        p.coming[inst.name] = ("can migrate here" if inst.movable else "primary here"
-                               if inst.primary else "can fail over here")
+        p.coming[inst.name] = inst.relation
 
 
 def probe(proc, sys_root, data_dir, run_dir, node_name):

@@ -17,7 +17,7 @@ import os
 from .. import ganeti, sysfs
 from ..localcheck import CRIT, OK, UNKNOWN, WARN, NotApplicable, Result
 from ..runner import Check
-from ..safefile import describe, errno_text, file_type
+from ..safefile import errno_text, file_type
 from ..words import fit, plural, some
 
 SERVICE = "vhost-net"
@@ -134,27 +134,18 @@ def _configured(p, data_dir, node, runtimes):
     """Add the instances config.data gives this node (master candidates
     only): those to be started here, and those that can fail over or
     migrate here."""
-    try:
-        configured = ganeti.configured_kvm_instances(data_dir, node)
-    except PermissionError:
-        raise
-    except (OSError, ValueError) as e:
-        p.unknown[ganeti.CONFIG_DATA] = describe(e) if isinstance(e, OSError) else str(e)
-        return
+    configured, why = ganeti.configured_here(data_dir, node)
+    if why:
+        p.unknown[ganeti.CONFIG_DATA] = why
     if configured is None:
         return
     p.config_read = True
     for inst in configured:
         if inst.name in p.wanting or not wants_vhost(inst.hvparams, inst.nics):
             continue
-        if inst.movable:
-            p.wanting[inst.name] = "vhost_net=True, can migrate here"
-        elif not inst.primary:
-            p.wanting[inst.name] = "vhost_net=True, can fail over here"
-        elif inst.name in runtimes:
-            p.wanting[inst.name] = "vhost_net=True from its next start"
-        else:
-            p.wanting[inst.name] = "vhost_net=True, primary here"
+        p.wanting[inst.name] = ("vhost_net=True from its next start"
+                                if inst.primary and inst.name in runtimes
+                                else "vhost_net=True, " + inst.relation)
 
 
 def _module_text(p):
