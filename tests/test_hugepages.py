@@ -372,3 +372,22 @@ def test_an_unreadable_pool_is_unknown_not_short(agent, tree, doubles):
     service = agent("ganeti_hugepages", tree.config())[SERVICE]
     assert service["state"] == "3", service
     assert service["summary"].startswith("cannot read: %s" % free), service["summary"]
+
+
+def test_sum_does_not_add_up_instances_that_could_migrate_to_any_node():
+    # On shared storage every instance of the group may come to any node,
+    # but not all to the same one: `sum` adds those here and their DRBD
+    # failovers; the others only need the largest of them to fit.
+    movers = {"ceph%d" % i: 512 for i in range(3)}
+    p = probe_with([Use("/dev/hugepages", ["run1"] + sorted(movers))],
+                   dict(movers, run1=128), instances=["run1"],
+                   coming={n: "can migrate here" for n in movers})
+    r = evaluate(p, "sum", CRIT)
+    assert r.state == 0, r.summary
+    assert "they cover the largest instance using it (ceph2, 512 MiB) (256 pages)" \
+        in r.summary
+    p.coming["run1"] = "can fail over here"
+    p.memory["run1"] = 560
+    r = evaluate(p, "sum", CRIT)
+    assert r.state == 0 and "the 1 instance using it (run1; 560 MiB) (280 pages)" \
+        in r.summary, r.summary

@@ -644,6 +644,7 @@ DRBD_TYPES = ("drbd", "drbd8")
 # Disks no node holds (Ganeti's DTS_EXT_MIRROR): an instance with only
 # these, or none ("diskless"), migrates or fails over to any node.
 EXT_MIRROR_TYPES = ("rbd", "ext", "gluster", "sharedfile", "blockdev", "diskless")
+MIGRATE_HERE = "can migrate here"  # the relation of such an instance
 
 
 class ConfiguredInstance:
@@ -668,7 +669,7 @@ class ConfiguredInstance:
     @property
     def relation(self):
         """How it may come to this node, in words."""
-        return ("can migrate here" if self.movable else "primary here"
+        return (MIGRATE_HERE if self.movable else "primary here"
                 if self.primary else "can fail over here")
 
     def __repr__(self):

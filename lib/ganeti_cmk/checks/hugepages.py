@@ -291,9 +291,12 @@ def evaluate(p, reserve, short_state):
         sized = sorted((p.memory[n], n) for n in names if p.memory.get(n) is not None)
         if not sized or kb is None or kb not in p.pools:
             continue  # nothing to size, or the pool not read (p.errors)
-        if reserve == "sum":
-            mib = sum(m for m, _ in sized)
-            names_ = sorted(n for _, n in sized)
+        # Instances that can migrate to any node of the group are not all
+        # added up (they will not all come here): the largest must fit.
+        fixed = [(m, n) for m, n in sized if p.coming.get(n) != ganeti.MIGRATE_HERE]
+        if reserve == "sum" and fixed and sum(m for m, _ in fixed) >= max(sized)[0]:
+            mib = sum(m for m, _ in fixed)
+            names_ = sorted(n for _, n in fixed)
 
             def whom(limit, names_=names_, mib=mib):
                 return "the %s using it (%s; %d MiB)" % (
