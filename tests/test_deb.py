@@ -289,7 +289,19 @@ def file_state(path):
 
 @pytest.fixture
 def machine(tmp_path):
-    """Save what the lifecycle changes; put it back afterwards."""
+    """Save what the lifecycle changes; put it back afterwards.  One
+    lifecycle at a time on a machine (two test runs from two checkouts
+    would install and purge the package under each other)."""
+    import fcntl
+    with open(MACHINE_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield from _saved_machine(tmp_path)
+
+
+MACHINE_LOCK = "/run/lock/cmk-deb-lifecycle.lock"
+
+
+def _saved_machine(tmp_path):
     before = status()
     repacked = None
     if before.startswith("install ok installed"):
