@@ -19,7 +19,7 @@ help:
 	@echo "make deb               the Debian package dist/ganeti-cmk_<version>_all.deb (root: installs debhelper)"
 	@echo "make install           the built checks into \$$(DESTDIR)\$$(LOCALDIR), the example config into \$$(DESTDIR)\$$(CONFDIR)"
 	@echo "make uninstall         remove exactly what install added"
-	@echo "make bench             measure every check, write docs/benchmarks.md (root: installs gcc, needrestart)"
+	@echo "make bench             measure every check, write docs/benchmarks.md (root: installs gcc, needrestart's libraries)"
 
 status:
 	@PYTHONPATH=lib $(PYTHON) -m ganeti_cmk.cli status || true
@@ -86,9 +86,13 @@ uninstall:
 
 # The benchmark (bench/run.py): the checks built for the nodes' python3, on
 # loads of real processes, against python3 -c pass and needrestart -p.
+# needrestart itself is never installed (its apt hook would stay behind): the
+# bench unpacks its package into a temp dir; these are the libraries it needs.
 BENCH_PYTHON ?= /usr/bin/python3
+NEEDRESTART_LIBS := perl gettext-base libintl-perl libproc-processtable-perl \
+  libsort-naturally-perl libterm-readkey-perl libmodule-find-perl binutils xz-utils
 bench: $(VPY)
-	@sh tools/install-debian-packages gcc needrestart
+	@sh tools/install-debian-packages gcc $(NEEDRESTART_LIBS)
 	$(MAKE) --no-print-directory build PYTHON=$(BENCH_PYTHON)
 	$(VPY) bench/run.py --python $(BENCH_PYTHON) --checks $(BUILDDIR)
 
