@@ -118,3 +118,20 @@ def test_plural():
     from ganeti_cmk.words import plural
     assert plural(1, "error") == "1 error" and plural(0, "error") == "0 errors"
     assert plural(2, "qemu process", "qemu processes") == "2 qemu processes"
+
+
+def test_words_kit():
+    from ganeti_cmk.words import ago, fit, levels, some
+    assert some(["a", "b", "c", "d"], 2) == "a, b, 2 more" and some(["a"], 2) == "a"
+    assert some(["a", "b"], None) == "a, b"
+    assert levels(5, 5, 10) == (1, " (warn/crit at 5/10)")
+    assert levels(10, 5, 10, lambda v: "%d%%" % v) == (2, " (warn/crit at 5%/10%)")
+    assert levels(4, 5, 10) == (0, "") and levels(99, None, None) == (0, "")
+    assert ago(-30) == "0 s ago" and ago(5400) == "1.5 h ago"
+    names = ["instance%d" % i for i in range(200)]
+
+    def build(n):
+        return "%d instances outdated: %s: restart them" % (len(names), some(names, n))
+    text = fit(build, limit=100)
+    assert len(text) <= 100 and text.endswith(": restart them") and "200 instances" in text
+    assert fit(lambda n: "x" * 50, limit=20) == "x" * 17 + "..."

@@ -86,3 +86,42 @@ def test_human_output(capsys, monkeypatch):
     _, out, _ = agent_output(make_check(one), capsys, monkeypatch, argv=["--human"])
     assert out.splitlines()[0].split() == ["WARN", "Test", "service", "careful"]
     assert out.splitlines()[1].strip() == "detail line"
+
+
+def test_a_service_name_is_printed_once(capsys, monkeypatch):
+    def twice(ctx):
+        return [Result(OK, "Test service", "first"), Result(CRIT, "Test service", "second"),
+                Result(OK, "Other", "fine"), Result(OK, "Test service", "piggy", host="h1")]
+    code, out, _ = agent_output(make_check(twice), capsys, monkeypatch)
+    hosts = assert_valid_output(out)
+    own = hosts[None]
+    assert sorted(own) == ["Other", "Test service"] and "Test service" in hosts["h1"]
+    assert own["Test service"]["state"] == "2" and own["Test service"]["summary"] == "first"
+    assert "another result for this service (a bug, please report it): CRIT second" in \
+        own["Test service"]["details"]
+
+
+def test_config_problems_always_fit_and_never_cut_the_summary(capsys, monkeypatch):
+    from ganeti_cmk.words import SUMMARY_MAX
+    summary = "x" * (SUMMARY_MAX - 4) + " fix"
+
+    def long(ctx):
+        ctx.config.get_duration("general", "deadline")
+        return [Result(OK, "Test service", summary)]
+    _, out, _ = agent_output(make_check(long), capsys, monkeypatch,
+                             "[general]\ndeadline = forever\n")
+    service = assert_valid_output(out)[None]["Test service"]
+    assert service["state"] == "1"
+    assert service["summary"] == summary + " (config problem, see details)"
+    assert service["details"][0].startswith("config problem: [general] deadline: 'forever'")
+
+
+def test_an_unknown_section_is_a_config_problem_of_every_check(capsys, monkeypatch):
+    def fine(ctx):
+        return [Result(OK, "Test service", "all good")]
+    monkeypatch.setattr(Check, "config", lambda self, path=None: Config(
+        path, text="[kvm_bianry]\nwarn_after = 1h\n", sections=("kvm_binary",)))
+    main(make_check(fine), [])
+    service = assert_valid_output(capsys.readouterr().out)[None]["Test service"]
+    assert service["state"] == "1"
+    assert "[kvm_bianry]: unknown section, ignored" in service["summary"]
