@@ -1027,7 +1027,7 @@ def parse_args(argv):
                    help="2 runs, tiny loads: a smoke test of this script")
     p.add_argument("--runs", type=int, help="measured runs per command "
                    "(default %d, quick %d)" % (FULL["runs"], QUICK["runs"]))
-    p.add_argument("--checks", default=os.path.join(ROOT, "build", "local"),
+    p.add_argument("--checks", default=os.path.join(ROOT, "build", "agent", "local"),
                    help="the built checks (make build)")
     p.add_argument("--python", default="/usr/bin/python3",
                    help="the nodes' python3, which runs the checks")

@@ -33,10 +33,10 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("local"))
-    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build.py"),
-                    "local", out], check=True, stdout=subprocess.DEVNULL, timeout=60)
-    return out
+    out = str(tmp_path_factory.mktemp("agent"))
+    subprocess.run([SYSTEM_PYTHON, os.path.join(ROOT, "tools", "build.py"),
+                    "agent", out], check=True, stdout=subprocess.DEVNULL, timeout=60)
+    return os.path.join(out, "local")
 
 
 def leftovers(workdir):
