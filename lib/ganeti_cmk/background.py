@@ -31,6 +31,7 @@ import sys
 import time
 
 from .command import KILL_GRACE, run_bounded
+from .jsonload import loads
 from .localcheck import OK, WARN, Problem, sanitize, worst
 from .runner import extend_deadline
 from .statefile import write_atomically
@@ -105,8 +106,7 @@ def read_cache(task):
             data = f.read(MAX_CACHE + 1)
     except FileNotFoundError:
         return None
-    import json
-    record = json.loads(data.decode("utf-8", "replace"))
+    record = loads(data.decode("utf-8", "replace"))
     if not (isinstance(record, dict) and record.get("version") == task.version
             and isinstance(record.get("finished"), (int, float))
             and isinstance(record.get("started"), (int, float))

@@ -7,6 +7,7 @@ reads (`[paths] ganeti_data_dir`, `ganeti_run_dir`) so tests can use fakes.
 import os
 import time
 
+from .jsonload import loads
 from .localcheck import NotApplicable
 from .safefile import read_file as read_bounded
 
@@ -228,10 +229,9 @@ def read_kvm_runtime(run_dir, instance):
     it is refused (safefile: a link, not a plain file, too big, another
     owner).
     """
-    import json
     path = os.path.join(run_dir, KVM_RUN_SUBDIR, "conf", instance + ".runtime")
     try:
-        data = json.loads(read_bounded(path, RUNTIME_MAX).decode("utf-8", "replace"))
+        data = loads(read_bounded(path, RUNTIME_MAX).decode("utf-8", "replace"))
     except RecursionError:
         raise ValueError("%s: nested too deep" % path)
     if not (isinstance(data, list) and len(data) >= 3
@@ -261,19 +261,21 @@ def kvm_runtime_path(run_dir, instance):
     return kvm_path if isinstance(kvm_path, str) and kvm_path.startswith("/") else None
 
 
-def cluster_hvparams(data_dir, hypervisor="kvm"):
+def cluster_hvparams(data_dir, hypervisor="kvm", keys=None):
     """The cluster's default hypervisor parameters from
     `ssconf_hvparams_<hypervisor>` as {key: value}; {} when absent.
 
     Ganeti writes one `key=value` per line: strings bare, booleans
     True/False, numbers as numbers, anything else as JSON.  Only the
-    cluster level: OS and instance overrides are not in ssconf.
+    cluster level: OS and instance overrides are not in ssconf.  With
+    `keys`, only those are converted and returned.
     """
     params = {}
     for line in (read_ssconf(data_dir, "hvparams_" + hypervisor) or "").splitlines():
         key, sep, value = line.partition("=")
-        if sep and key.strip():
-            params[key.strip()] = _ssconf_value(value.strip())
+        key = key.strip()
+        if sep and key and (keys is None or key in keys):
+            params[key] = _ssconf_value(value.strip())
     return params
 
 
@@ -281,9 +283,8 @@ def _ssconf_value(text):
     if text in ("True", "False"):
         return text == "True"
     if text[:1] in "[{\"" or text.lstrip("-").replace(".", "", 1).isdigit():
-        import json
         try:
-            return json.loads(text)
+            return loads(text)
         except ValueError:
             pass
     return text
@@ -291,7 +292,7 @@ def _ssconf_value(text):
 
 def cluster_kvm_path(data_dir):
     """`kvm_path` from `ssconf_hvparams_kvm` (the cluster default), or None."""
-    value = cluster_hvparams(data_dir).get("kvm_path")
+    value = cluster_hvparams(data_dir, keys=("kvm_path",)).get("kvm_path")
     return value if isinstance(value, str) and value else None
 
 

@@ -1,0 +1,46 @@
+"""json.loads() without importing json on the way that succeeds.
+
+The agent starts every check every minute, and `import json` costs about
+2 ms there: json.decoder imports re, and with it enum, functools and
+collections, although CPython never uses json's regular expressions to
+parse (the C scanner in `_json` does it all).  loads() calls that scanner
+exactly as json.loads() does (the same settings, whitespace and trailing
+data rules), so it returns what json.loads() returns.  On any failure, and
+where `_json` is missing, it leaves the answer to json.loads() itself, so
+bad input raises json's own errors (ValueError, RecursionError) with its
+messages.
+"""
+
+_WHITESPACE = " \t\n\r"  # json.decoder.WHITESPACE
+_CONSTANTS = {"-Infinity": float("-inf"), "Infinity": float("inf"),
+              "NaN": float("nan")}
+
+
+class _Settings:
+    """What json.JSONDecoder() passes the scanner by default."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = _CONSTANTS.__getitem__
+
+
+_scan = []  # the scanner, made once
+
+
+def loads(text):
+    """json.loads(text) for a str."""
+    try:
+        if not _scan:
+            from _json import make_scanner
+            _scan.append(make_scanner(_Settings))
+        start = len(text) - len(text.lstrip(_WHITESPACE))
+        value, end = _scan[0](text, start)
+        if not text[end:].strip(_WHITESPACE):
+            return value
+    except Exception:  # noqa: BLE001 - json.loads() says what is wrong
+        pass
+    import json
+    return json.loads(text)
