@@ -797,6 +797,22 @@ def render(r):
                     for k, v in sorted(r["verify_runs"].items()))]
     out.append("")
 
+    out += ["## Imports in agent mode", "",
+            "What each check imports beyond `%s` (which imports %d modules "
+            "itself), from `-X importtime` (self times, the minimum over %d "
+            "run(s)): the library's modules first, then the standard library's." % (
+                FLOOR, len(r["imports"][FLOOR]), r["import_runs"]), "",
+            "| command | ms | modules |", "| --- | ---: | --- |"]
+    for label, cmd in cmds.items():
+        if cmd.check is None:
+            continue
+        extra = [m for m in r["imports"][label] if m not in r["imports"][FLOOR]]
+        extra.sort(key=lambda m: (not m.startswith("ganeti_cmk"), m))
+        out.append("| %s | %s | %s |" % (
+            label, ms(sum(r["imports"][label][m] for m in extra)),
+            ", ".join(extra) or "none"))
+    out.append("")
+
     out += ["## KVM binary versions: scaling", "",
             "`ganeti_kvm_binary` against `%s` in the same rounds." % BASE, "",
             "| sleeps | processes | instances | replaced | wall ms | CPU ms | "
