@@ -327,10 +327,11 @@ def spawn_refresh(task):
     it started) that says what happened.
 
     Own session, stdin/stdout/stderr on /dev/null, every other fd closed,
-    nobody waits for it; isolated (-I: no PYTHON* variables, nothing from
-    the current directory) from "/".  It imports the library from where
-    this module came from, so it works from a checkout, an installed
-    package and a zipapp alike.
+    nobody waits for it; isolated as the built checks run (-I: no PYTHON*
+    variables, nothing from the current directory; -S: no site; -B: no
+    bytecode written) from "/".  It imports the library from where this
+    module came from, so it works from a checkout, an installed package
+    and a built check alike.
     """
     import subprocess
     lib = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -338,7 +339,7 @@ def spawn_refresh(task):
             "from ganeti_cmk.runner import main; "
             "from ganeti_cmk.checks import load; "
             "sys.exit(main(load(sys.argv.pop(1))))")
-    argv = [sys.executable, "-I", "-c", code, lib, task.module,
+    argv = [sys.executable, "-I", "-S", "-B", "-c", code, lib, task.module,
             "--refresh-cache", "--config", task.config_path]
     if task.systemd_run is None:
         pid = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
