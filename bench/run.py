@@ -548,9 +548,62 @@ def verify_runs(setup):
     return counts
 
 
+DRBD_REFERENCE = 500  # devices
+
+
+def drbd_fixture(setup, devices):
+    """A config dir for the DRBD check on `devices` connected, up-to-date
+    devices: a /proc/drbd (DRBD 8.4) and Ganeti's bdev-cache naming each
+    by instance and disk, half of them primary here."""
+    root = os.path.join(setup.args.workdir, "drbd-%d" % devices)
+    cache = os.path.join(root, "run", "bdev-cache")
+    os.makedirs(cache)
+    lines = ["version: 8.4.11 (api:1/proto:86-101)",
+             "srcversion: 0C2B8B9E5E3F6A1D4C7E2F1"]
+    for minor in range(devices):
+        primary = minor % 2 == 0
+        lines += [" %d: cs:Connected ro:%s ds:UpToDate/UpToDate C r-----" % (
+                      minor, "Primary/Secondary" if primary else "Secondary/Primary"),
+                  "    ns:2097152 nr:0 dw:2101248 dr:52224 al:31 bm:0 lo:0 pe:0 "
+                  "ua:0 ap:0 ep:1 wo:f oos:0"]
+        with open(os.path.join(cache, "bdev_drbd%d" % minor), "w") as f:
+            f.write("inst%04d.example.com %s disk/%d\n" % (
+                minor // 2, "primary" if primary else "secondary", minor % 2))
+    proc_drbd = os.path.join(root, "proc_drbd")
+    with open(proc_drbd, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return setup.config("etc-drbd-%d" % devices, drbd={"proc_drbd": proc_drbd},
+                        paths={"ganeti_run_dir": os.path.join(root, "run"),
+                               "state_dir": os.path.join(root, "state")})
+
+
+def drbd_devices(devices):
+    """expect(): one OK service per device and the node's, all OK."""
+    def expect(run):
+        exited_0(run)
+        services = assert_valid_output(run.stdout)[None]
+        named = [s for s in services if s.startswith("DRBD inst")]
+        bad = [s for s, fields in services.items() if fields["state"] != "0"]
+        if len(named) != devices or bad:
+            raise BenchError("DRBD: %d device services (expected %d), not OK: %s"
+                             % (len(named), devices, ", ".join(bad[:5])))
+    return expect
+
+
+def drbd_command(setup, devices):
+    return setup.agent("drbd", "%s devices" % "{:,}".format(devices),
+                       drbd_fixture(setup, devices), drbd_devices(devices))
+
+
+def drbd_cases(setup, module):
+    """As it is on this machine, and on DRBD_REFERENCE devices."""
+    return [setup.agent(module),
+            drbd_command(setup, DRBD_REFERENCE if not setup.args.quick else 5)]
+
+
 HOOKS = {"kvm_device": kvm_device_cases, "kvm_binary": kvm_binary_cases,
-         "cluster_verify": cluster_verify_cases}
-GROWTH = {}
+         "cluster_verify": cluster_verify_cases, "drbd": drbd_cases}
+GROWTH = {"drbd": ("devices", 100, (10, 100, 500), (1, 3), drbd_command)}
 
 
 # ---------------------------------------------------------------- the report

@@ -203,6 +203,40 @@ def kvm_pid_files(run_dir):
     return sorted(found)
 
 
+NOT_RUNNING = "which is not running (stale pid file)"
+
+
+def instance_process_problem(proc, pid, instance):
+    """Why `pid`, from `instance`'s pid file, is not that instance's qemu
+    (a text to follow "the pid file names pid N, "), or None when it is.
+
+    As Ganeti checks it: the process is alive (not a zombie) and its
+    `-name` is the instance, so a reused pid is never taken for it.
+    PermissionError propagates (/proc hides the process: not root).
+    """
+    from . import procfs
+    argv = procfs.cmdline(proc, pid)
+    if argv is None:
+        return NOT_RUNNING
+    if not argv:
+        if procfs.state(proc, pid) == "Z":
+            return "a zombie (the instance has exited)"
+        return NOT_RUNNING
+    name = qemu_name(argv)
+    if name != instance:
+        return "another process (-name %s): the pid was reused" % (
+            name if name is not None else "missing")
+    return None
+
+
+def running_instances(proc, run_dir):
+    """{instance: pid} of the KVM instances whose qemu runs on this node:
+    a pid file naming a live process with that `-name`.  PermissionError
+    propagates (pid files or /proc not readable: not root)."""
+    return {instance: pid for instance, pid in kvm_pid_files(run_dir)
+            if pid is not None and instance_process_problem(proc, pid, instance) is None}
+
+
 class KvmRuntime:
     """An instance's runtime file: what its qemu was started with.
 
@@ -311,3 +345,149 @@ def qemu_name(argv):
     name = name.split(",", 1)[0]
     return name[6:] if name.startswith("guest=") else name
 
+
+
+# Instance names as Ganeti accepts them (netutils.Hostname.GetNormalizedName):
+# lower-case letters, digits, ".", "_", "-"; at most 255; no empty label.
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
+
+
+def valid_instance_name(name):
+    """Whether `name` is an instance name Ganeti could have written."""
+    return (0 < len(name) <= 255 and set(name) <= _NAME_CHARS
+            and ".." not in name and not name.startswith("."))
+
+
+BDEV_CACHE_SUBDIR = "bdev-cache"
+BDEV_CACHE_MAX = 1024  # "<instance> <primary|secondary> <iv_name>\n"
+DISK_LINKS_SUBDIR = "instance-disks"
+DISK_SEPARATOR = ":"   # Ganeti's default (configure --with-disk-separator)
+DRBD_PREFIX = "drbd"
+
+
+class DiskOwner:
+    """Which instance's disk a block device is, as Ganeti's run dir says."""
+
+    __slots__ = ("instance", "disk", "source", "problem")
+
+    def __init__(self, instance=None, disk=None, source=None, problem=None):
+        self.instance = instance  # a valid instance name, or None
+        self.disk = disk          # "disk/0" (Ganeti's iv_name), or None
+        self.source = source      # the file that said so
+        self.problem = problem    # why it names no instance, or None
+
+    def __repr__(self):
+        return "DiskOwner(%r, %r, problem=%r)" % (self.instance, self.disk,
+                                                  self.problem)
+
+
+def bdev_cache_minors(run_dir):
+    """The DRBD minors with a `<run_dir>/bdev-cache/bdev_drbd<N>` file.
+
+    Ganeti's node daemon writes one per device it creates or assembles,
+    on the primary and the secondary node, and removes it at shutdown.
+    No directory: [].  PermissionError propagates.
+    """
+    try:
+        names = os.listdir(os.path.join(run_dir, BDEV_CACHE_SUBDIR))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    prefix = "bdev_" + DRBD_PREFIX
+    return sorted(int(name[len(prefix):]) for name in names
+                  if name.startswith(prefix) and name[len(prefix):].isdigit()
+                  and name[len(prefix):].isascii())
+
+
+def read_bdev_cache(run_dir, minor):
+    """The DiskOwner of /dev/drbd<minor> from Ganeti's bdev-cache, or None
+    when there is no entry.
+
+    Ganeti (backend.DevCacheManager.UpdateCache) writes
+    "<instance> <primary|secondary> <iv_name>\\n"; the role word is the one
+    of the last create or assemble and is not updated by a migration, so
+    it is not returned.  Anything else gives a DiskOwner with a problem.
+    """
+    path = os.path.join(run_dir, BDEV_CACHE_SUBDIR, "bdev_%s%d" % (DRBD_PREFIX, minor))
+    try:
+        data = read_bounded(path, BDEV_CACHE_MAX)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        from .safefile import describe
+        return DiskOwner(source=path, problem="not read: %s" % describe(e))
+    words = data.decode("utf-8", "replace").split()
+    if len(words) != 3 or words[1] not in ("primary", "secondary"):
+        return DiskOwner(source=path, problem="not Ganeti's format")
+    instance, disk = words[0], words[2]
+    if not valid_instance_name(instance):
+        return DiskOwner(source=path, problem="names no valid instance")
+    if not _valid_disk_name(disk):
+        return DiskOwner(source=path, problem="names no valid disk")
+    return DiskOwner(instance, disk, path)
+
+
+def _valid_disk_name(name):
+    # Ganeti's iv_name: "disk/<index>", or "not_visible" for a disk without one
+    if name == "not_visible":
+        return True
+    head, _, index = name.partition("/")
+    return head == "disk" and index.isdigit() and index.isascii() and len(index) <= 6
+
+
+def instance_disk_links(run_dir):
+    """{minor: DiskOwner} from `<run_dir>/instance-disks/<instance>:<index>`.
+
+    Ganeti links each disk of an instance started (or migrated in) on this
+    node to its device; links are only read (readlink), never followed.
+    Links to anything but /dev/drbd<N> are skipped.  No directory: {}.
+    """
+    directory = os.path.join(run_dir, DISK_LINKS_SUBDIR)
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    found = {}
+    for name in sorted(names):
+        instance, sep, index = name.rpartition(DISK_SEPARATOR)
+        if not (sep and index.isdigit() and index.isascii() and len(index) <= 6
+                and valid_instance_name(instance)):
+            continue
+        try:
+            target = os.readlink(os.path.join(directory, name))
+        except OSError:
+            continue  # not a link, or removed meanwhile
+        device = target.rsplit("/", 1)[-1]
+        number = device[len(DRBD_PREFIX):]
+        if target == "/dev/" + device and device.startswith(DRBD_PREFIX) \
+                and number.isdigit() and number.isascii():
+            found.setdefault(int(number), DiskOwner(
+                instance, "disk/%d" % int(index), os.path.join(directory, name)))
+    return found
+
+
+CONFIG_DATA = "config.data"
+CONFIG_DATA_MAX = 256 << 20  # the cluster's whole configuration
+
+
+def enabled_disk_templates(data_dir):
+    """The cluster's enabled disk templates from `config.data`, or None
+    where this node has no copy (only master candidates keep one).
+
+    ssconf does not carry them (Ganeti 2.x to 3.1).  OSError propagates
+    (a copy we may not read: not root); ValueError when it is not a
+    Ganeti configuration.
+    """
+    import json
+    path = os.path.join(data_dir, CONFIG_DATA)
+    try:
+        data = read_bounded(path, CONFIG_DATA_MAX, owners=owners())
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        templates = json.loads(data.decode("utf-8", "replace"))["cluster"][
+            "enabled_disk_templates"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise ValueError("%s is not a Ganeti configuration" % path)
+    if not isinstance(templates, list):
+        raise ValueError("%s is not a Ganeti configuration" % path)
+    return [t for t in templates if isinstance(t, str)]

@@ -1,10 +1,11 @@
 """Words for summaries: counts, durations, short lists, levels, fitting.
 
 Shared by every check so that every summary reads alike: `plural(2,
-"error")`, `format_duration(5400)` ("1.5 h"), `some(names, 10)` ("a, b,
-3 more"), `levels(value, warn, crit)` with Checkmk's "(warn/crit at 5/10)"
-wording, and `fit()`, which shortens the lists in a summary until it fits
-without ever cutting the counts or the remedy.  A leaf: imports nothing.
+"error")`, `format_duration(5400)` ("1.5 h"), `format_bytes(1536)`
+("1.5 KiB"), `some(names, 10)` ("a, b, 3 more"), `levels(value, warn,
+crit)` with Checkmk's "(warn/crit at 5/10)" wording, and `fit()`, which
+shortens the lists in a summary until it fits without ever cutting the
+counts or the remedy.  A leaf: imports nothing.
 """
 
 # What a summary may take, leaving room for the runner's config note
@@ -26,6 +27,18 @@ def format_duration(seconds):
             return ("%.0f %s" if value >= 10 or value == int(value)
                     else "%.1f %s") % (value, unit)
     return "%.0f s" % seconds
+
+
+def format_bytes(size):
+    """Bytes as a short binary size: '512 B', '4 KiB', '1.5 GiB'."""
+    size = float(size)
+    for unit, factor in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20),
+                         ("KiB", 1 << 10)):
+        if abs(size) >= factor:
+            value = size / factor
+            return ("%.0f %s" if value >= 10 or value == int(value)
+                    else "%.1f %s") % (value, unit)
+    return "%.0f B" % size
 
 
 def ago(age):

@@ -6,7 +6,8 @@ bench, the tests and the docs' lists all derive from it.  Each module
 exports CHECK (a runner.Check); its config section is named like the module.
 """
 
-NAMES = ("kvm_device", "kvm_binary", "cluster_verify")
+
+NAMES = ("kvm_device", "kvm_binary", "cluster_verify", "drbd")
 
 
 def load(name):

@@ -73,25 +73,6 @@ class Probe:
         self.euid = 0         # who looked
 
 
-NOT_RUNNING = "which is not running (stale pid file)"
-
-
-def _not_the_instance(proc, pid, instance):
-    """Why `pid` from `instance`'s pid file is not that instance, or None."""
-    argv = procfs.cmdline(proc, pid)
-    if argv is None:
-        return NOT_RUNNING
-    if not argv:
-        if procfs.state(proc, pid) == "Z":
-            return "a zombie (the instance has exited)"
-        return NOT_RUNNING
-    name = ganeti.qemu_name(argv)
-    if name != instance:
-        return "another process (-name %s): the pid was reused" % (
-            name if name is not None else "missing")
-    return None
-
-
 def find_instances(proc, run_dir, found, hidden=False):
     """Ganeti's running instances from their pid files, into `found`.
 
@@ -104,12 +85,12 @@ def find_instances(proc, run_dir, found, hidden=False):
             continue
         p = Process(pid, instance, True)
         try:
-            why = _not_the_instance(proc, pid, instance)
+            why = ganeti.instance_process_problem(proc, pid, instance)
         except PermissionError:
             why, p.denied = None, True
         if why is None:
             found.processes.append(p)
-        elif not (hidden and why == NOT_RUNNING):
+        elif not (hidden and why == ganeti.NOT_RUNNING):
             found.stale.append("%s: the pid file names pid %d, %s"
                                % (instance, pid, why))
 
