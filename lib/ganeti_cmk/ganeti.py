@@ -477,14 +477,15 @@ def enabled_disk_templates(data_dir):
     (a copy we may not read: not root); ValueError when it is not a
     Ganeti configuration.
     """
-    import json
     path = os.path.join(data_dir, CONFIG_DATA)
+    if not os.path.lexists(path):  # most nodes: no owners() lookups (pwd)
+        return None
     try:
         data = read_bounded(path, CONFIG_DATA_MAX, owners=owners())
     except (FileNotFoundError, NotADirectoryError):
         return None
     try:
-        templates = json.loads(data.decode("utf-8", "replace"))["cluster"][
+        templates = loads(data.decode("utf-8", "replace"))["cluster"][
             "enabled_disk_templates"]
     except (ValueError, KeyError, TypeError, RecursionError):
         raise ValueError("%s is not a Ganeti configuration" % path)
