@@ -47,10 +47,13 @@ def node(tmp_path):
 def public_dir():
     """A temp dir that any user may read, outside the places whose mappings
     the library check ignores (/tmp, /run, ...): in the checkout, unless that
-    is itself in such a place (a CI clone in /tmp), else in /var/lib."""
+    is itself in such a place (a CI clone in /tmp) or out of other users'
+    reach (a clone under /root), else in /var/lib."""
     from ganeti_cmk.procfs import IGNORED_MAPPINGS
+    from support import reachable_by_all
     base = ROOT
-    if (os.path.realpath(ROOT) + "/").startswith(IGNORED_MAPPINGS):
+    if (os.path.realpath(ROOT) + "/").startswith(IGNORED_MAPPINGS) \
+            or not reachable_by_all(ROOT):
         base = "/var/lib"
     d = tempfile.mkdtemp(prefix=".ganeti-cmk-test-", dir=base)
     os.chmod(d, 0o755)

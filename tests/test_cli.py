@@ -32,7 +32,32 @@ def test_status_json_and_human_agree(tmp_path):
     data = json.loads(ganeti_cmk(tmp_path, "status", "--format", "json").stdout)
     human = ganeti_cmk(tmp_path, "status").stdout
     for entry in data:
-        assert entry["service"] in human and entry["summary"] in human
+        assert entry["service"] in human
+        assert (entry["summary"] or entry["not_applicable"]) in human
+
+
+def test_status_json_lists_checks_that_do_not_apply_here(tmp_path):
+    """As the human table does: state null, and why."""
+    data = json.loads(ganeti_cmk(tmp_path, "status", "--format", "json").stdout)
+    verify = [e for e in data if e["service"] == "Ganeti verify"]
+    assert verify == [{
+        "state": None, "state_name": None, "service": "Ganeti verify",
+        "not_applicable": "this node is not in a Ganeti cluster (no %s/ssconf_master_node)"
+        % tmp_path, "summary": None, "details": [], "host": None, "metrics": {},
+        "cached_at": None}]
+    assert all(e["cached_at"] is None for e in data)
+
+
+def test_cached_results_say_so():
+    """A result read from a cache (verify's) is marked in json and the table."""
+    from ganeti_cmk.cli import as_json
+    from ganeti_cmk.human import render_human
+    from ganeti_cmk.localcheck import OK, Result
+    r = Result(OK, "Ganeti verify", "no errors or warnings", ["ran for 12 s"],
+               cached_at=1000.0)
+    assert as_json(r)["cached_at"] == 1000.0
+    assert render_human([r], now=1300.0).splitlines()[1:] == [
+        "           (a cached result, made 5 min ago)", "           ran for 12 s"]
 
 
 def test_status_nagios_is_one_line(tmp_path):
@@ -71,3 +96,13 @@ def test_status_shows_a_bad_key_only_on_the_check_that_reads_it(tmp_path):
     data = {e["service"]: e for e in json.loads(out)}
     assert "[kvm_binary] crit_after: 'soon'" in data["KVM binary versions"]["summary"]
     assert "crit_after" not in data["Ganeti verify"]["summary"]
+
+
+def test_status_with_stdout_closed_is_no_traceback(tmp_path):
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.path.join(ROOT, "lib"),
+           "MK_CONFDIR": str(tmp_path), "MK_VARDIR": str(tmp_path)}
+    proc = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m",
+                           "ganeti_cmk", "status"], stdin=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, universal_newlines=True, env=env,
+                          timeout=60, cwd="/")
+    assert proc.stderr == "" and proc.returncode in (0, 1, 2, 3)

@@ -231,7 +231,11 @@ def test_nothing_off_the_master_and_a_reason_by_hand(cluster, setup, reason):
     proc = cluster.run()
     assert proc.stdout == ""
     proc = cluster.run("--refresh", "--human")
-    assert proc.stdout == "" and reason in proc.stderr
+    assert proc.stdout.startswith("-        Ganeti verify: not monitored here: ")
+    assert reason in proc.stdout and proc.stderr == ""
+    proc = cluster.run("--nagios")
+    assert proc.stdout.startswith("OK - not applicable here: ") and reason in proc.stdout
+    assert proc.returncode == 0
     assert cluster.verifies() == [] and not cluster.cache.exists()
 
 
@@ -441,6 +445,9 @@ def test_not_root_on_the_master_is_told_to_run_as_root():
         os.chmod(str(tmp), 0o755)
         cluster = Cluster(tmp)
         cluster.case("era-3.0-clean")
+        # where nobody can see it (the checkout may be root's alone)
+        cluster.gnt_cluster = str(tmp / "gnt-cluster")
+        shutil.copy(FAKE, cluster.gnt_cluster)
         for args in (("--refresh",), ()):
             proc = run_script(SCRIPT, *args, config_text=cluster.config_text(),
                               tmp_path=tmp, env=cluster.env, user=65534)

@@ -186,3 +186,85 @@ def test_ini_reader_agrees_with_configparser(lines, error, at, header):
     except ValueError:
         got = None
     assert got == expected, text
+
+
+# --- the config file is read as any file the checks did not write -----------
+
+def run_with_config(tmp_path, make, timeout=30):
+    """Run ganeti_kvm_device in agent mode with $MK_CONFDIR/ganeti_cmk.cfg
+    made by make(path); a subprocess with a timeout, so a read that blocks
+    fails the test instead of hanging it."""
+    import subprocess
+    from support import assert_valid_output, check_command
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    make(str(etc / "ganeti_cmk.cfg"))
+    result = subprocess.run(
+        check_command("ganeti_kvm_device"), stdin=subprocess.DEVNULL,
+        env={"PATH": "/usr/bin:/bin", "MK_CONFDIR": str(etc),
+             "MK_VARDIR": str(tmp_path / "var")},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+        timeout=timeout, cwd="/")
+    assert result.returncode == 0, result.stderr
+    return assert_valid_output(result.stdout)[None]["KVM device"]
+
+
+DEFAULTS_NOTE = "using defaults)"
+
+
+@pytest.mark.parametrize("kind", ["link to /dev/zero", "fifo", "link to a fifo"])
+def test_config_that_is_no_regular_file_is_refused_at_once(tmp_path, kind):
+    """A link to /dev/zero grew a check to 24 GB; a FIFO blocked every run."""
+    import os
+
+    def make(path):
+        if kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "link to a fifo":
+            os.mkfifo(path + ".fifo")
+            os.symlink(path + ".fifo", path)
+        else:
+            os.symlink("/dev/zero", path)
+    out = run_with_config(tmp_path, make)
+    assert out["state"] in ("1", "2"), out  # at least WARN: the config problem
+    assert ("config problem: cannot read %s: not a regular file, using defaults)"
+            % (tmp_path / "etc" / "ganeti_cmk.cfg")) in out["summary"]
+
+
+def test_config_through_a_root_link_to_a_root_file_is_read(tmp_path):
+    """An operator's link (root's) to a root-owned regular file (a managed
+    file elsewhere) is followed: the link's and the file's owner count."""
+    import os
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    real = tmp_path / "managed.cfg"
+    real.write_text("[general]\ndeadline = nonsense\n")
+
+    def make(path):
+        os.symlink(str(real), path)
+    out = run_with_config(tmp_path, make)
+    assert "[general] deadline: 'nonsense' is not a duration" in out["summary"]
+
+
+@pytest.mark.parametrize("what", ["file", "link"])
+def test_config_of_another_user_is_refused(tmp_path, what):
+    """A config file, or a link to it, that another user owns: that user
+    could set every path the checks (as root) read and run."""
+    import os
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    real = tmp_path / "theirs.cfg"
+    real.write_text("[paths]\ngnt_cluster = /tmp/evil\n")
+
+    def make(path):
+        if what == "file":
+            os.rename(str(real), path)
+            os.chown(path, 65534, 65534)
+        else:
+            os.symlink(str(real), path)
+            os.lchown(path, 65534, 65534)
+    out = run_with_config(tmp_path, make)
+    config = tmp_path / "etc" / "ganeti_cmk.cfg"
+    assert ("config problem: cannot read %s: %s, using defaults)" % (
+        config, "owned by uid 65534, not by root" if what == "file"
+        else "Too many levels of symbolic links")) in out["summary"]

@@ -534,9 +534,9 @@ def check_as_nobody_with_hidepid(node, directory, hidepid):
     result = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", proc,
          "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        + check_command("ganeti_kvm_binary", SYSTEM_PYTHON),
+        + check_command("ganeti_kvm_binary", SYSTEM_PYTHON, public=True),
         env={"PATH": "/usr/bin:/bin", "MK_CONFDIR": etc, "MK_VARDIR": etc},
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/",
         universal_newlines=True, timeout=60)
     if result.returncode == 77:
         pytest.skip("cannot mount proc here: %s" % result.stderr.strip())

@@ -523,3 +523,40 @@ def test_pip_install_gives_the_library_the_command_and_the_checks(tmp_path):
                               universal_newlines=True, timeout=120)
         assert proc.returncode == 0
         assert_valid_output(proc.stdout)
+
+
+# Modules the checks import (or Python imports for them) after start-up.
+SHADOWED = ("json", "signal", "socket", "re", "struct", "argparse", "shutil", "warnings",
+            "textwrap", "fnmatch", "errno", "stat", "time", "pwd", "subprocess",
+            "tempfile", "select", "selectors", "threading", "fcntl", "traceback",
+            "contextlib", "enum", "functools", "collections", "operator", "locale",
+            "gettext", "copy", "base64", "zipfile", "pkgutil", "types")
+
+
+def test_no_module_is_imported_from_the_current_directory(built, tmp_path):
+    """The agent runs the checks with its local dir as the current
+    directory, people from anywhere (root in a user's directory): a
+    `json.py` there must never be imported, by the built checks or by the
+    checkout's command (`python3 -c`, which puts '' first on sys.path)."""
+    from support import check_command
+    from ganeti_cmk.checks import NAMES
+    cwd = tmp_path / "users-dir"
+    cwd.mkdir()
+    marker = tmp_path / "imported"
+    for name in SHADOWED:
+        (cwd / (name + ".py")).write_text(
+            "open(%r, 'a').write(%r)\n" % (str(marker), name + "\n"))
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+           "MK_CONFDIR": str(tmp_path / "etc"), "MK_VARDIR": str(tmp_path / "var")}
+    for check in NAMES:
+        for command in ([str(built["local"] / ("ganeti_" + check))],
+                        check_command("ganeti_" + check, SYSTEM_PYTHON)):
+            for options in ([], ["--human"]):
+                proc = subprocess.run(command + options, cwd=str(cwd), env=env,
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, universal_newlines=True,
+                                      timeout=60)
+                assert not marker.exists(), (command, marker.read_text())
+                assert proc.returncode == 0, proc.stderr
+                if not options:
+                    assert_valid_output(proc.stdout)

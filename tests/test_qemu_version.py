@@ -196,7 +196,7 @@ def test_only_root_or_our_own_files_are_read(tmp_path):
 def test_fifo_is_not_read(tmp_path):
     fifo = str(tmp_path / "fifo")
     os.mkfifo(fifo)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(OSError):
         VersionCache(None).get(fifo, os.stat(fifo))
 
 
@@ -206,3 +206,16 @@ def test_compiled_stand_in_carries_its_version(tmp_path):
     path = compile_double(str(tmp_path), NEW)
     with open(path, "rb") as f:
         assert scan(f) == Version(*NEW)
+
+
+def test_a_regular_file_that_would_block_is_an_error_not_a_type_error():
+    """/proc/kmsg is a "regular" file whose non-blocking read returns
+    nothing yet (None through a buffered reader)."""
+    class WouldBlock(io.RawIOBase):
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            return None
+    with pytest.raises(BlockingIOError):
+        scan(io.BufferedReader(WouldBlock()))

@@ -77,7 +77,19 @@ def test_not_applicable_prints_nothing_on_stdout(capsys, monkeypatch):
     assert err == "Test service: this node is not the master\n"
     code, out, err = agent_output(make_check(elsewhere), capsys, monkeypatch,
                                   argv=["--human"])
-    assert out == "" and "not the master" in err
+    assert (code, out, err) == (
+        0, "-        Test service: not monitored here: this node is not the master\n", "")
+
+
+def test_not_applicable_by_nagios_is_one_ok_line_saying_why(capsys, monkeypatch):
+    """No output at all reads "(No output returned from plugin)" in Nagios:
+    one OK line, exit 0, as plugins do when there is nothing to check."""
+    def elsewhere(ctx):
+        raise NotApplicable("this node is not the master")
+    code, out, err = agent_output(make_check(elsewhere), capsys, monkeypatch,
+                                  argv=["--nagios"])
+    assert (code, out, err) == (
+        0, "OK - not applicable here: this node is not the master\n", "")
 
 
 def test_human_output(capsys, monkeypatch):
@@ -86,6 +98,80 @@ def test_human_output(capsys, monkeypatch):
     _, out, _ = agent_output(make_check(one), capsys, monkeypatch, argv=["--human"])
     assert out.splitlines()[0].split() == ["WARN", "Test", "service", "careful"]
     assert out.splitlines()[1].strip() == "detail line"
+
+
+# --- output: whatever the locale, wherever stdout goes -----------------------
+
+NON_ASCII_CONFIG = "[general]\ndeadline = sööön\n"
+
+
+@pytest.mark.parametrize("env", [
+    {"PYTHONIOENCODING": "ascii"},
+    {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"},
+], ids=["PYTHONIOENCODING=ascii", "LC_ALL=C"])
+@pytest.mark.parametrize("mode", [[], ["--nagios"], ["--human"]], ids=["agent", "nagios", "human"])
+def test_non_ascii_text_with_an_ascii_stdout_is_written_as_utf8(tmp_path, env, mode):
+    """Checkmk reads UTF-8; an ASCII locale made such a line an UNKNOWN
+    (UnicodeEncodeError)."""
+    from support import run_script
+    proc = run_script("ganeti_kvm_device", *mode, tmp_path=tmp_path,
+                      config_text=NON_ASCII_CONFIG, env=env)
+    assert proc.stderr == ""
+    assert "[general] deadline: 'sööön' is not a duration" in proc.stdout
+    assert "UnicodeEncodeError" not in proc.stdout
+    if not mode:
+        assert_valid_output(proc.stdout)
+
+
+@pytest.mark.parametrize("mode", [[], ["--nagios"], ["--human"]], ids=["agent", "nagios", "human"])
+def test_closed_stdout_is_no_traceback(tmp_path, mode):
+    """`check >&-`: nothing to write to; exit as if written (agent mode 0),
+    and nothing on stderr."""
+    import subprocess
+    from support import check_command
+    (tmp_path / "ganeti_cmk.cfg").write_text(NON_ASCII_CONFIG)
+    proc = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh"] + check_command("ganeti_kvm_device") + mode,
+        env={"PATH": "/usr/bin:/bin", "MK_CONFDIR": str(tmp_path),
+             "MK_VARDIR": str(tmp_path)},
+        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, universal_newlines=True,
+        timeout=60)
+    assert proc.stderr == ""
+    assert proc.returncode == (1 if mode == ["--nagios"] else 0)  # --nagios: WARN
+
+
+def test_broken_pipe_is_quiet(tmp_path):
+    """A reader that goes away (`| head -c0`): no complaint on stderr."""
+    import subprocess
+    from support import check_command
+    import shlex
+    cmd = " ".join(shlex.quote(a) for a in check_command("ganeti_kvm_device"))
+    proc = subprocess.run(["sh", "-c", "%s --human | true" % cmd],
+                          env={"PATH": "/usr/bin:/bin", "MK_CONFDIR": str(tmp_path),
+                               "MK_VARDIR": str(tmp_path)},
+                          stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=60)
+    assert proc.stderr == ""
+
+
+# --- --human: never cut a detail silently ------------------------------------
+
+def test_human_wraps_long_details_on_a_terminal_and_keeps_every_word(monkeypatch):
+    from ganeti_cmk.human import render_human
+    monkeypatch.setenv("COLUMNS", "60")
+    words = ["word%03d" % i for i in range(60)]
+    r = Result(WARN, "Test service", "careful", [" ".join(words)])
+    lines = render_human([r], colour=True).splitlines()[1:]
+    assert len(lines) > 5 and all(len(line) <= 60 for line in lines)
+    assert " ".join(lines).split() == words
+
+
+def test_human_into_a_pipe_keeps_each_detail_whole(monkeypatch):
+    from ganeti_cmk.human import render_human
+    monkeypatch.setenv("COLUMNS", "60")
+    detail = "x" * 300
+    r = Result(WARN, "Test service", "careful", [detail])
+    assert render_human([r]).splitlines()[1] == " " * 11 + detail
 
 
 def test_a_service_name_is_printed_once(capsys, monkeypatch):

@@ -7,9 +7,10 @@ import sys
 
 from . import __version__
 from .checks import NAMES, load, load_all
-from .human import render_human
-from .localcheck import OK, Result, render_local, render_nagios, sanitize, worst
-from .runner import Context, add_common_arguments, run_check
+from .human import render_human, render_not_applicable
+from .localcheck import OK, Result, render_local, render_nagios, worst
+from .runner import (Context, add_common_arguments, guard_std_fds, quiet_stdout,
+                     run_check, write)
 from .runner import main as run_main
 
 
@@ -55,26 +56,34 @@ def status(args):
     own = [r for r in results if r.host is None]
     code = int(worst((r.state for r in own), default=OK))
     if args.format == "local":
-        sys.stdout.write("".join(line + "\n" for line in render_local(results)))
+        write("".join(line + "\n" for line in render_local(results)))
     elif args.format == "nagios":
         line, code = render_nagios(results or [Result(OK, "ganeti-cmk", "nothing to check")])
-        print(line)
+        write(line + "\n")
     elif args.format == "json":
-        json.dump([{"state": int(r.state), "state_name": r.state.name,
-                    "service": r.service, "summary": r.summary,
-                    "details": r.details, "host": r.host,
-                    "metrics": {m.name: m.value for m in r.metrics}}
-                   for r in results], sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        write(json.dumps([as_json(r) for r in results] + [
+            {"state": None, "state_name": None, "service": check.service,
+             "not_applicable": reason, "summary": None, "details": [], "host": None,
+             "metrics": {}, "cached_at": None}
+            for check, reason in skipped], indent=2) + "\n")
     else:
-        sys.stdout.write(render_human(results, sys.stdout.isatty()))
-        for check, reason in skipped:
-            sys.stdout.write("-        %s: not monitored here: %s\n"
-                             % (check.service, sanitize(reason)))
+        write(render_human(results, sys.stdout.isatty()) + "".join(
+            render_not_applicable(check.service, reason) for check, reason in skipped))
     return code
 
 
+def as_json(result):
+    """A Result for `status --format json`; `cached_at` (a Unix time) says
+    that it was read from a cache made then, not made by this run."""
+    return {"state": int(result.state), "state_name": result.state.name,
+            "service": result.service, "summary": result.summary,
+            "details": result.details, "host": result.host,
+            "metrics": {m.name: m.value for m in result.metrics},
+            "cached_at": result.cached_at}
+
+
 def main(argv=None):
+    guard_std_fds()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "run":
         return run_main(load(args.check), args.options)
@@ -85,6 +94,7 @@ def main(argv=None):
     try:
         return status(args)
     except BrokenPipeError:
+        quiet_stdout()
         return 0
 
 

@@ -8,8 +8,9 @@ import os
 import time
 
 from .jsonload import loads
-from .localcheck import NotApplicable
+from .localcheck import CannotTell, NotApplicable
 from .safefile import read_file as read_bounded
+from .safefile import trusted_owners
 
 # Roles, worded to follow "this node is ...".
 MASTER = "the master"
@@ -44,34 +45,78 @@ def owners():
 FQDN_FILE = "fqdn"
 FQDN_MAX_AGE = 3600
 FQDN_FILE_MAX = 1024  # two host names of at most 255 bytes each
+FQDN_TIMEOUT = 5.0  # seconds: a resolver that has not answered by then is down
 
 
-def fqdn(state_dir, now=None):
+def fqdn(state_dir, now=None, timeout=FQDN_TIMEOUT):
     """This machine's lower-cased FQDN, as Ganeti names it (socket.getfqdn()).
 
     Remembered for an hour in `<state_dir>/fqdn` with the host name it was
     looked up for: the lookup (resolver, maybe DNS) costs more than half of
-    Python's start-up, and every node would pay it every minute.
+    Python's start-up, and every node would pay it every minute.  The
+    lookup never waits more than `timeout` seconds, nor past the check's
+    deadline (DNS that is down can take 30 s and more).  When it cannot
+    answer, the name remembered last is used, however old; without one, a
+    resolver that says it knows no name gives the host name (as
+    socket.getfqdn does), never remembered, and one that does not answer in
+    time raises CannotTell.
     """
+    from .statefile import read, write_atomically
     host = os.uname().nodename
     path = os.path.join(state_dir, FQDN_FILE)
     now = time.time() if now is None else now
+    known, age = None, None
     try:
-        if now - os.stat(path).st_mtime < FQDN_MAX_AGE:
-            text = read_bounded(path, FQDN_FILE_MAX).decode("utf-8")
-            cached_host, _, name = text.partition("\n")
-            if cached_host == host and name.strip():
-                return name.strip()
+        age = now - os.stat(path).st_mtime
+        cached_host, _, name = read(path, FQDN_FILE_MAX).decode("utf-8").partition("\n")
+        if cached_host == host and name.strip():
+            known = name.strip()
     except (OSError, ValueError):
         pass
-    import socket
-    name = socket.getfqdn().lower().rstrip(".")
+    if known and 0 <= age < FQDN_MAX_AGE:
+        return known
+    from .runner import time_left
+    wait = max(0.1, min(timeout, time_left(timeout + 1) - 1))  # 1 s for the rest
+    name = _lookup_fqdn(host, wait)
+    if not name:
+        if known:
+            return known
+        if name is None:
+            from .words import format_duration
+            raise CannotTell(
+                "cannot tell this node's name: looking up the FQDN of %s did not "
+                "finish within %s (is DNS down?); set [ganeti] node_name to the "
+                "name Ganeti knows this node by" % (host, format_duration(wait)))
+        return host.lower()
+    name = name.lower().rstrip(".")
     try:
-        from .statefile import write_atomically
         write_atomically(path, "%s\n%s\n" % (host, name))
     except OSError:
         pass  # not root, or no state dir: look it up again next time
     return name
+
+
+def _lookup_fqdn(host, timeout):
+    """socket.getfqdn(host), waited for at most `timeout` seconds: the
+    name; False when the resolver knows none; None when it has not
+    answered in time (the lookup thread is left to finish on its own)."""
+    import _thread  # not threading: its import costs start-up time
+    import socket
+    done = _thread.allocate_lock()
+    done.acquire()
+    answer = [None]
+
+    def look():
+        try:
+            name, aliases, _ = socket.gethostbyaddr(host)
+            answer[0] = next((n for n in [name] + aliases if "." in n), name)
+        except Exception:  # OSError, UnicodeError: no name known
+            answer[0] = False
+        finally:
+            done.release()
+    _thread.start_new_thread(look, ())
+    done.acquire(timeout=timeout)
+    return answer[0]
 
 
 def node_name(configured, state_dir):
@@ -206,13 +251,17 @@ def kvm_pid_files(run_dir):
 NOT_RUNNING = "which is not running (stale pid file)"
 
 
-def instance_process_problem(proc, pid, instance):
+def instance_process_problem(proc, pid, instance, run_dir=None):
     """Why `pid`, from `instance`'s pid file, is not that instance's qemu
     (a text to follow "the pid file names pid N, "), or None when it is.
 
     As Ganeti checks it: the process is alive (not a zombie) and its
-    `-name` is the instance, so a reused pid is never taken for it.
-    PermissionError propagates (/proc hides the process: not root).
+    `-name` is the instance, so a reused pid is never taken for it.  And
+    it runs as root (or the user the check runs as) or, with `run_dir`, as
+    the user Ganeti runs the instance as (kvm_runas_uids): another user's
+    process, whose -name that user chose, never stands for an instance
+    whose pid file was left behind.  PermissionError propagates (/proc
+    hides the process: not root).
     """
     from . import procfs
     argv = procfs.cmdline(proc, pid)
@@ -226,6 +275,13 @@ def instance_process_problem(proc, pid, instance):
     if name != instance:
         return "another process (-name %s): the pid was reused" % (
             name if name is not None else "missing")
+    uid = procfs.foreign_uid(proc, pid, trusted_owners())
+    if uid is not None and run_dir is not None:
+        uid = procfs.foreign_uid(proc, pid, set(trusted_owners())
+                                 | kvm_runas_uids(run_dir, instance))
+    if uid is not None:
+        return ("a process of uid %d, which is neither root nor the user Ganeti "
+                "runs the instance as: not taken for the instance" % uid)
     return None
 
 
@@ -234,7 +290,8 @@ def running_instances(proc, run_dir):
     a pid file naming a live process with that `-name`.  PermissionError
     propagates (pid files or /proc not readable: not root)."""
     return {instance: pid for instance, pid in kvm_pid_files(run_dir)
-            if pid is not None and instance_process_problem(proc, pid, instance) is None}
+            if pid is not None
+            and instance_process_problem(proc, pid, instance, run_dir) is None}
 
 
 class KvmRuntime:
@@ -293,6 +350,36 @@ def kvm_runtime_path(run_dir, instance):
     # Ganeti accepts only absolute paths; anything else would be looked up
     # relative to our working directory.
     return kvm_path if isinstance(kvm_path, str) and kvm_path.startswith("/") else None
+
+
+UID_FILE_MAX = 64
+
+
+def kvm_runas_uids(run_dir, instance):
+    """The uids other than root that Ganeti runs `instance`'s qemu as
+    (`-runas`), from its runtime file: `security_model = user` means the
+    uid of `security_domain`, `pool` the uid Ganeti took from the uid pool
+    (`<run_dir>/kvm-hypervisor/uid/<instance>`).  An empty set when it runs
+    as root, or when that cannot be read.
+    """
+    try:
+        hvparams = read_kvm_runtime(run_dir, instance).hvparams
+    except (OSError, ValueError):
+        return set()
+    model = hvparams.get("security_model")
+    if model == "user" and isinstance(hvparams.get("security_domain"), str):
+        import pwd
+        try:
+            return {pwd.getpwnam(hvparams["security_domain"]).pw_uid}
+        except (KeyError, ValueError):
+            return set()
+    if model == "pool":
+        path = os.path.join(run_dir, KVM_RUN_SUBDIR, "uid", instance)
+        try:
+            return {int(read_bounded(path, UID_FILE_MAX).strip())}
+        except (OSError, ValueError):
+            return set()
+    return set()
 
 
 def cluster_hvparams(data_dir, hypervisor="kvm", keys=None):

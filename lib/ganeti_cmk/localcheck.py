@@ -97,6 +97,12 @@ class NotApplicable(Exception):
     """
 
 
+class CannotTell(Exception):
+    """Raised by a check that cannot decide (what it needs did not answer
+    in time): its service is one UNKNOWN line with this text, which says
+    what failed and what to do."""
+
+
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 _METRIC_CHARS = _ALNUM | {"_"}
 _HOST_CHARS = _ALNUM | set("._-")
@@ -131,19 +137,23 @@ class Metric:
 class Result:
     """One Checkmk service: state, name, summary, details and metrics.
 
-    `host` set means the line is piggybacked to that host.
+    `host` set means the line is piggybacked to that host.  `cached_at`
+    set (a time.time()) means the result was not made by this run but
+    read from a cache, made then: `status` and `--human` say so.
     """
 
-    __slots__ = ("state", "service", "summary", "details", "metrics", "host")
+    __slots__ = ("state", "service", "summary", "details", "metrics", "host",
+                 "cached_at")
 
     def __init__(self, state, service, summary, details=(), metrics=(),
-                 host=None):
+                 host=None, cached_at=None):
         self.state = State(state)
         self.service = service
         self.summary = summary
         self.details = list(details)
         self.metrics = list(metrics)
         self.host = host
+        self.cached_at = cached_at
 
     def __repr__(self):
         return "Result(%s, %r, %r)" % (self.state.name, self.service,

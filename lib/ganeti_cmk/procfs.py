@@ -92,6 +92,29 @@ def start_time(proc, pid):
     return int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
+def uids(proc, pid):
+    """The (real, effective, saved, file-system) user ids of `pid` from
+    /proc/PID/status, or None if gone.
+
+    Not the owner of /proc/PID: a process that makes itself non-dumpable
+    shows as root's there.
+    """
+    try:
+        data = _read("%s/%d/status" % (proc, pid), 64 << 10)
+    except _GONE:
+        return None
+    for line in data.split(b"\n"):
+        if line.startswith(b"Uid:"):
+            return tuple(int(uid) for uid in line.split()[1:5])
+    return None
+
+
+def foreign_uid(proc, pid, allowed):
+    """The first user id of `pid` (real, effective, saved, fs) that is not
+    in `allowed`, or None (also when the process is gone)."""
+    return next((uid for uid in uids(proc, pid) or () if uid not in allowed), None)
+
+
 def cpu(proc):
     """(vendor, flags) of the first processor in /proc/cpuinfo; (None, set())
     when it cannot be read."""

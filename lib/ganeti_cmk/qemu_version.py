@@ -8,11 +8,12 @@ size, mtime): 100 instances on one old binary cost one read, and the next
 run none.  A binary without the literal has version None ("unknown").
 """
 
+import errno
 import os
 import stat
 
-from .safefile import read_file
-from .statefile import write_atomically
+from .safefile import describe
+from .statefile import UnsafeState, read, write_atomically
 
 MARKER = b"QEMU emulator version "
 _VERSION = (rb"QEMU emulator version ([0-9][0-9A-Za-z.+~_-]{0,40})"
@@ -66,6 +67,8 @@ def scan(f):
     buf, done = b"", 0
     while True:
         chunk = f.read(CHUNK) if done < MAX_SCAN else b""
+        if chunk is None:  # a "regular" file that would block: /proc/kmsg
+            raise OSError(errno.EAGAIN, "reading would block")
         done += len(chunk)
         buf += chunk
         at = buf.find(MARKER)
@@ -95,13 +98,16 @@ class VersionCache:
     written back, so the file holds what the running processes and the
     installed binaries need.  A missing, corrupt or unwritable cache only
     costs reads; one that is not a plain file (a link, a FIFO) or is longer
-    than CACHE_MAX is not read, and replaced.
+    than CACHE_MAX is not read, and replaced.  A state_dir another user
+    could have written to is not used at all: `problem` says why and how
+    to fix it.
     """
 
     def __init__(self, state_dir, log=lambda message: None):
         self.path = os.path.join(state_dir, CACHE_FILE) if state_dir else None
         self.log = log
         self.reads = 0
+        self.problem = None
         self._old = self._load()
         self._used = {}
 
@@ -110,8 +116,12 @@ class VersionCache:
         if not self.path:
             return entries
         try:
-            text = read_file(self.path, CACHE_MAX).decode("utf-8", "replace")
+            text = read(self.path, CACHE_MAX).decode("utf-8", "replace")
         except FileNotFoundError:
+            return entries
+        except UnsafeState as e:
+            self.problem = describe(e)
+            self.path = None
             return entries
         except OSError as e:
             self.log("version cache %s unreadable (%s), starting afresh"
@@ -128,7 +138,8 @@ class VersionCache:
 
         The file is opened and checked to still be that identity (a pid can
         be reused between stat and open); OSError propagates.  Only files
-        of root or of the user we run as are read, others give Unread.
+        of root or of the user we run as are read, others give Unread;
+        anything but a regular file is not even opened.
         """
         key = identity(st)
         if key not in self._used and key in self._old:
@@ -136,7 +147,9 @@ class VersionCache:
         if key in self._used:
             fields = self._used[key]
             return Version(*fields) if fields and fields[0] else None
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        if not stat.S_ISREG(st.st_mode):  # opening a device can do something
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
         with os.fdopen(fd, "rb") as f:
             now = os.fstat(f.fileno())
             if not stat.S_ISREG(now.st_mode) or identity(now) != key:
@@ -159,5 +172,7 @@ class VersionCache:
                        for key in sorted(self._used))
         try:
             write_atomically(self.path, text)
+        except UnsafeState as e:
+            self.problem = describe(e)
         except OSError as e:
             self.log("cannot write version cache %s (%s)" % (self.path, e))

@@ -15,8 +15,8 @@ except ImportError:  # pragma: no cover - other Python implementations
 
 from . import __version__
 from .config import DEFAULTS, Config, parse_duration
-from .localcheck import (MAX_TEXT, UNKNOWN, WARN, NotApplicable, Result,
-                         render_local, render_nagios, worst)
+from .localcheck import (MAX_TEXT, UNKNOWN, WARN, CannotTell, NotApplicable,
+                         Result, render_local, render_nagios, worst)
 from .words import format_duration
 
 
@@ -88,6 +88,15 @@ def arm_deadline(seconds):
         signal.setitimer(signal.ITIMER_REAL, seconds)
 
 
+def time_left(default):
+    """Seconds until the armed deadline; `default` when none is armed."""
+    if hasattr(signal, "getitimer"):
+        left = signal.getitimer(signal.ITIMER_REAL)[0]
+        if left:
+            return left
+    return default
+
+
 def extend_deadline(seconds):
     """Move a running check's deadline to `seconds` from now.
 
@@ -113,6 +122,8 @@ def run_check(check, ctx):
     except NotApplicable as e:
         ctx.not_applicable = str(e)
         return None
+    except CannotTell as e:
+        results = [Result(UNKNOWN, check.service, str(e))]
     except DeadlineExceeded:
         if ctx.debug:
             raise
@@ -207,8 +218,46 @@ def add_common_arguments(parser):
                         "MK_CONFDIR defaults to /etc/check_mk)")
 
 
+def guard_std_fds():
+    """Put /dev/null on stdin, stdout or stderr if it is closed (`>&-`):
+    else the first file the check opens would become its stdout."""
+    import os
+    for fd, name in ((0, None), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            if os.open(os.devnull, os.O_RDWR) != fd:  # pragma: no cover
+                raise OSError("cannot put %s on fd %d" % (os.devnull, fd))
+            if name and getattr(sys, name) is None:  # Python found it closed
+                setattr(sys, name, open(fd, "w", closefd=False))
+
+
+def write(text):
+    """Write `text` to stdout as UTF-8, whatever the locale's encoding
+    (Checkmk reads UTF-8; an ASCII locale must not turn a name with an
+    umlaut into an error).  Undecodable names show as U+FFFD."""
+    sys.stdout.flush()
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # a stdout replaced by text only (tests)
+        sys.stdout.write(text)
+    else:
+        buffer.write(text.encode("utf-8", "replace"))
+    sys.stdout.flush()
+
+
+def quiet_stdout():
+    """After a broken pipe: nothing more reaches stdout, and the flush at
+    exit does not complain on stderr."""
+    import os
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    except OSError:  # pragma: no cover
+        pass
+
+
 def main(check, argv=None):
     """Entry point of a check script; returns the exit code."""
+    guard_std_fds()
     argv = sys.argv[1:] if argv is None else argv
     if argv:
         args = parse_args(check, argv)
@@ -220,11 +269,11 @@ def main(check, argv=None):
         ctx = Context(check.config(args and args.config), args,
                       verbose=args.verbose if args else 0, debug=debug)
         results = run_check(check, ctx)
-        if results is None:  # stdout stays empty; the agent discards stderr
-            sys.stderr.write("%s: %s\n" % (check.service, ctx.not_applicable))
-            return 0
+        if results is None:
+            return not_applicable(check, ctx.not_applicable, args)
         return emit(results, args)
     except BrokenPipeError:
+        quiet_stdout()
         return 0
     except Exception as e:  # last resort: the agent must still get a line
         if debug:
@@ -233,19 +282,37 @@ def main(check, argv=None):
                             % (type(e).__name__, e))], args)
 
 
+def not_applicable(check, reason, args):
+    """Where the check has nothing to do.  Agent mode: stdout stays empty
+    (the service lives elsewhere), the reason goes to stderr, which the
+    agent discards.  --nagios: one OK line saying why, exit 0, as Nagios
+    plugins do when there is nothing to check (no output at all would
+    read "(No output returned from plugin)").  --human: one line."""
+    if args and args.nagios:
+        line, code = render_nagios([Result(0, check.service, "not applicable "
+                                           "here: " + reason)])
+        write(line + "\n")
+        return code
+    if args and args.human:
+        from .human import render_not_applicable
+        write(render_not_applicable(check.service, reason))
+        return 0
+    sys.stderr.write("%s: %s\n" % (check.service, reason))
+    return 0
+
+
 def emit(results, args):
     """Print the results in the chosen format; return the exit code."""
     if args and args.nagios:
         line, code = render_nagios(results)
-        print(line)
+        write(line + "\n")
         return code
     if args and args.human:
         from .human import render_human
-        sys.stdout.write(render_human(results, sys.stdout.isatty()))
+        write(render_human(results, sys.stdout.isatty()))
         return 0
     lines = render_local(results)
     if lines:
-        sys.stdout.write("\n".join(lines) + "\n")
-    sys.stdout.flush()
+        write("\n".join(lines) + "\n")
     return 0
 

@@ -20,12 +20,14 @@ def trusted_owners():
     return (0, os.geteuid())
 
 
-def open_file(path, owners=None, follow_trusted_links=False):
+def open_file(path, owners=None, follow_trusted_links=False, private=False):
     """An fd of the regular file `path`, checked on the descriptor.
 
     With `follow_trusted_links` a symbolic link owned by one of `owners`
     is followed (an operator's link to a managed file); any other link is
-    refused (ELOOP).  Returns (fd, fstat result); the caller closes fd.
+    refused (ELOOP).  `private` (a file the checks wrote) also refuses a
+    file that others may write or that has another name (a hard link).
+    Returns (fd, fstat result); the caller closes fd.
     """
     owners = trusted_owners() if owners is None else owners
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
@@ -39,6 +41,11 @@ def open_file(path, owners=None, follow_trusted_links=False):
         if st.st_uid not in owners:
             raise OSError(errno.EPERM, "owned by uid %d, not by %s" % (
                 st.st_uid, _owners_text(owners)), path)
+        if private and st.st_mode & 0o022:
+            raise OSError(errno.EPERM, "writable by other users (mode %04o)"
+                          % stat.S_IMODE(st.st_mode), path)
+        if private and st.st_nlink != 1:
+            raise OSError(errno.EPERM, "has %d hard links" % st.st_nlink, path)
     except BaseException:
         os.close(fd)
         raise
@@ -58,13 +65,13 @@ def _owners_text(owners):
     return " or ".join(names)
 
 
-def read_file(path, limit, owners=None, follow_trusted_links=False):
+def read_file(path, limit, owners=None, follow_trusted_links=False, private=False):
     """The bytes of the regular file `path`, at most `limit` of them.
 
     A longer file is refused (EFBIG), not cut: a cut file would be read as
     complete.  See open_file for the other checks.
     """
-    fd, st = open_file(path, owners, follow_trusted_links)
+    fd, st = open_file(path, owners, follow_trusted_links, private)
     try:
         if st.st_size > limit:
             raise OSError(errno.EFBIG, "larger than %s" % _size(limit), path)

@@ -17,6 +17,7 @@ from .. import ganeti, procfs
 from ..localcheck import CRIT, OK, UNKNOWN, WARN, Metric, Result, worst
 from ..qemu_version import VersionCache
 from ..runner import Check
+from ..safefile import trusted_owners
 from ..words import fit, format_duration, plural, some
 
 SERVICE = "KVM binary versions"
@@ -62,10 +63,12 @@ class Process:
 class Probe:
     """What one scan found."""
 
-    __slots__ = ("processes", "stale", "errors", "kvm_path", "installed", "euid")
+    __slots__ = ("processes", "foreign", "stale", "errors", "kvm_path",
+                 "installed", "euid")
 
     def __init__(self):
         self.processes = []   # Process, Ganeti's instances first
+        self.foreign = []     # (Process, uid): other users' qemu processes
         self.stale = []       # texts: pid files that name no running instance
         self.errors = []      # texts: what could not be read, and why
         self.kvm_path = None  # the cluster's kvm_path ...
@@ -76,6 +79,8 @@ class Probe:
 def find_instances(proc, run_dir, found, hidden=False):
     """Ganeti's running instances from their pid files, into `found`.
 
+    A process counts only as ganeti.instance_process_problem allows: alive,
+    its -name the instance, run by root or the instance's -runas user.
     `hidden`: /proc hides other users' processes, so a pid that seems not
     to run may just be invisible: not called stale.
     """
@@ -85,7 +90,7 @@ def find_instances(proc, run_dir, found, hidden=False):
             continue
         p = Process(pid, instance, True)
         try:
-            why = ganeti.instance_process_problem(proc, pid, instance)
+            why = ganeti.instance_process_problem(proc, pid, instance, run_dir)
         except PermissionError:
             why, p.denied = None, True
         if why is None:
@@ -108,11 +113,15 @@ def find_others(proc, matches, found):
     """qemu processes Ganeti does not know, by their executable's name.
 
     One readlink per process (a node has ~1000); comm only where that is
-    not permitted (not root: found, to be reported), cmdline only for the
-    few that match.  The executable's name is the real file's: a qemu
-    started as /usr/bin/kvm on Debian 12 is qemu-system-x86_64.
+    not permitted (not root: found, to be reported), cmdline and owner
+    only for the few that match.  The executable's name is the real
+    file's: a qemu started as /usr/bin/kvm on Debian 12 is
+    qemu-system-x86_64.  Other users' processes go to `found.foreign`:
+    listed, never inspected: their argv, mount namespace and the files
+    they name are that user's choice.
     """
     known = {p.pid for p in found.processes}
+    trusted = trusted_owners()
     for pid in procfs.pids(proc):
         if pid in known:
             continue
@@ -124,10 +133,14 @@ def find_others(proc, matches, found):
             if name is None or not matches(name):
                 continue
             argv = procfs.cmdline(proc, pid)
+            uid = procfs.foreign_uid(proc, pid, trusted) if argv else None
         except PermissionError:
             continue  # /proc hides it (hidepid): probe() says so once
         if not argv:
             continue  # exited, a zombie, or a kernel thread
+        if uid is not None:
+            found.foreign.append((Process(pid, ganeti.qemu_name(argv), False), uid))
+            continue
         kvm_path = argv[0] if argv[0].startswith("/") else None
         found.processes.append(Process(pid, ganeti.qemu_name(argv), False,
                                        kvm_path))
@@ -352,17 +365,23 @@ def _detail(p, now):
     return text
 
 
-def evaluate(found, warn_after, crit_after, now):
-    """The one Result for a Probe."""
+def evaluate(found, warn_after, crit_after, now, cache_problem=None):
+    """The one Result for a Probe.
+
+    `cache_problem`: why the version cache could not be used (an unsafe
+    state_dir): WARN, the verdict itself still holds.
+    """
     procs = found.processes
     outdated = [p for p in procs if p.outdated]
     problems = _problems(found)
     states = [OK] + [_age_state(now - p.since, warn_after, crit_after) for p in outdated]
-    state = worst(states + ([UNKNOWN] if problems else []))
+    state = worst(states + ([UNKNOWN] if problems else [])
+                  + ([WARN] if cache_problem else []))
+    cache_note = ["version cache not used: " + cache_problem] if cache_problem else []
     # Fewer names until it fits: the counts and the remedy must not be cut.
     def build(limit):
-        summary = "; ".join(_outdated_clauses(found, outdated, now, limit) + problems
-                            or [_all_current(found)])
+        summary = "; ".join((_outdated_clauses(found, outdated, now, limit) + problems
+                             or [_all_current(found)]) + cache_note)
         if outdated and state == OK:
             summary += " (WARN after %s)" % format_duration(warn_after)
         return summary
@@ -370,6 +389,9 @@ def evaluate(found, warn_after, crit_after, now):
 
     details = [_detail(p, now) for p in sorted(
         procs, key=lambda p: (not p.outdated, not p.managed, p.name or "", p.pid))]
+    details += ["not started by Ganeti: %s, run by uid %d: not inspected (only "
+                "root's qemu processes and Ganeti's instances are)" % (p.label(), uid)
+                for p, uid in sorted(found.foreign, key=lambda f: f[0].pid)]
     details += found.stale
     if outdated:
         replaced = sorted({"binary" if p.replaced else "library" for p in outdated})
@@ -500,7 +522,7 @@ def run(ctx):
     cache.save()
     ctx.log("%d qemu processes, %d version reads, stale pid files: %d"
             % (len(found.processes), cache.reads, len(found.stale)))
-    return [evaluate(found, s.warn_after, s.crit_after, time.time())]
+    return [evaluate(found, s.warn_after, s.crit_after, time.time(), cache.problem)]
 
 
 CHECK = Check(
