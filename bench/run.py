@@ -76,10 +76,12 @@ NEEDRESTART = "needrestart -p"
 FULL = {"runs": 30, "warmup": 3, "sleeps": (100, 1000, 5000),
         "instances": (1, 10, 100, 500), "fixed_instances": 10,
         "reference": (1000, 100), "verify_cached": (10, 1000),
-        "parser": (10, 1000, 100000), "import_runs": 5, "growth_runs": 15}
+        "parser": (10, 1000, 100000), "import_runs": 5, "growth_runs": 15,
+        "drbd_devices": 500}
 QUICK = {"runs": 2, "warmup": 1, "sleeps": (20, 50), "instances": (1, 3),
          "fixed_instances": 2, "reference": (50, 3), "verify_cached": (10, 100),
-         "parser": (10, 100, 1000), "import_runs": 1, "growth_runs": 2}
+         "parser": (10, 100, 1000), "import_runs": 1, "growth_runs": 2,
+         "drbd_devices": 5}
 # x python3 -c pass (wall): a check that works, one that only prints a
 # cached result or does not apply; needrestart's time / KVM binary's;
 # growth in ms CPU (half of what the zipapp build measured); MB.
@@ -358,7 +360,7 @@ def needrestart_copy(workdir):
     os.makedirs(root)
     try:
         subprocess.run(["apt-get", "download", "needrestart"], cwd=dest, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
         deb = glob.glob(os.path.join(dest, "needrestart_*.deb"))[0]
         subprocess.run(["dpkg-deb", "-x", deb, root], check=True, timeout=60)
         version = subprocess.run(["dpkg-deb", "-f", deb, "Version"], check=True,
@@ -548,13 +550,13 @@ def verify_runs(setup):
     return counts
 
 
-DRBD_REFERENCE = 500  # devices
-
-
 def drbd_fixture(setup, devices):
     """A config dir for the DRBD check on `devices` connected, up-to-date
     devices: a /proc/drbd (DRBD 8.4) and Ganeti's bdev-cache naming each
-    by instance and disk, half of them primary here."""
+    by instance and disk, half of them primary here (made once per size)."""
+    confdir = os.path.join(setup.args.workdir, "etc-drbd-%d" % devices)
+    if os.path.isdir(confdir):
+        return confdir
     root = os.path.join(setup.args.workdir, "drbd-%d" % devices)
     cache = os.path.join(root, "run", "bdev-cache")
     os.makedirs(cache)
@@ -572,7 +574,7 @@ def drbd_fixture(setup, devices):
     proc_drbd = os.path.join(root, "proc_drbd")
     with open(proc_drbd, "w") as f:
         f.write("\n".join(lines) + "\n")
-    return setup.config("etc-drbd-%d" % devices, drbd={"proc_drbd": proc_drbd},
+    return setup.config(os.path.basename(confdir), drbd={"proc_drbd": proc_drbd},
                         paths={"ganeti_run_dir": os.path.join(root, "run"),
                                "state_dir": os.path.join(root, "state")})
 
@@ -596,9 +598,8 @@ def drbd_command(setup, devices):
 
 
 def drbd_cases(setup, module):
-    """As it is on this machine, and on DRBD_REFERENCE devices."""
-    return [setup.agent(module),
-            drbd_command(setup, DRBD_REFERENCE if not setup.args.quick else 5)]
+    """As it is on this machine, and on the reference number of devices."""
+    return [setup.agent(module), drbd_command(setup, setup.args.sizes["drbd_devices"])]
 
 
 HOOKS = {"kvm_device": kvm_device_cases, "kvm_binary": kvm_binary_cases,
