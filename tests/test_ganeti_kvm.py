@@ -177,3 +177,70 @@ def test_read_kvm_runtime_says_when_a_file_is_not_a_runtime(tmp_path, text):
     (conf / "x.runtime").write_text('[["/usr/bin/kvm", "-m", "128"], [], {"vhost_net": true}, []]')
     runtime = ganeti.read_kvm_runtime(str(tmp_path), "x")
     assert runtime.cmd[0] == "/usr/bin/kvm" and runtime.hvparams == {"vhost_net": True}
+
+
+# --- config.data (master candidates) ------------------------------------------
+
+def write_config(tmp_path, config):
+    (tmp_path / "config.data").write_text(json.dumps(config))
+    return str(tmp_path)
+
+
+CLUSTER = {"hvparams": {"kvm": {"vhost_net": False, "mem_path": "", "kernel_path": ""}},
+           "os_hvp": {"debian+buster": {"kvm": {"vhost_net": True}}},
+           "beparams": {"default": {"maxmem": 128, "vcpus": 1}}}
+
+
+def test_configured_instances_3_0_layout(tmp_path):
+    data_dir = write_config(tmp_path, {
+        "cluster": CLUSTER,
+        "nodes": {"u-n1": {"name": "node1.example.com"}, "u-n2": {"name": "Node2.Example.com."}},
+        "disks": {"d1": {"dev_type": "drbd", "logical_id": ["u-n1", "u-n2", 1, 0, 0, "s"],
+                         "children": [{"dev_type": "plain", "logical_id": ["xenvg", "x"]}]},
+                  "d2": {"dev_type": "plain", "logical_id": ["xenvg", "y"]}},
+        "instances": {
+            "i1": {"name": "web1", "primary_node": "u-n1", "os": "debian+buster",
+                   "hypervisor": "kvm", "hvparams": {"mem_path": "/hp"},
+                   "beparams": {"maxmem": 1024}, "nics": [{}, {}], "disks": ["d1"]},
+            "i2": {"name": "db1", "primary_node": "u-n2", "os": "debian+bullseye",
+                   "hypervisor": "kvm", "hvparams": {}, "beparams": {}, "nics": [],
+                   "disks": ["d2"]},
+            "i3": {"name": "far1", "primary_node": "u-n1", "hypervisor": "kvm",
+                   "hvparams": {}, "beparams": {}, "disks": ["d2"]},
+            "i4": {"name": "xen1", "primary_node": "u-n2", "hypervisor": "xen-pvm",
+                   "hvparams": {}, "beparams": {}, "disks": []}}})
+    found = ganeti.configured_kvm_instances(data_dir, "node2.example.com")
+    assert [(i.name, i.primary, i.nics) for i in found] == [("db1", True, 0),
+                                                            ("web1", False, 2)]
+    web1 = found[1]
+    # cluster, then the OS's, then the instance's own, as Ganeti fills them
+    assert web1.hvparams == {"vhost_net": True, "mem_path": "/hp", "kernel_path": ""}
+    assert web1.beparams == {"maxmem": 1024, "vcpus": 1}
+    assert found[0].hvparams["vhost_net"] is False and found[0].beparams["maxmem"] == 128
+
+
+def test_configured_instances_with_embedded_disks_and_node_names(tmp_path):
+    # before 2.10 nodes were named directly, disks embedded in the instance
+    data_dir = write_config(tmp_path, {"cluster": CLUSTER, "nodes": {}, "instances": {
+        "web1": {"name": "web1", "primary_node": "node1", "disks": [
+            {"dev_type": "drbd8", "logical_id": ["node1", "node2", 1, 0, 0, "s"]}]}}})
+    assert [i.name for i in ganeti.configured_kvm_instances(data_dir, "node2")] == ["web1"]
+    assert ganeti.configured_kvm_instances(data_dir, "node3") == []
+
+
+def test_no_config_data_means_not_a_candidate(tmp_path):
+    assert ganeti.configured_kvm_instances(str(tmp_path), "node1") is None
+
+
+@pytest.mark.parametrize("text", ["[]", "{}", '{"instances": []}', "not json",
+                                  "[" * 100000])
+def test_config_data_that_is_not_a_configuration(tmp_path, text):
+    (tmp_path / "config.data").write_text(text)
+    with pytest.raises(ValueError):
+        ganeti.configured_kvm_instances(str(tmp_path), "node1")
+
+
+def test_config_data_link_is_refused(tmp_path):
+    os.symlink("/etc/passwd", str(tmp_path / "config.data"))
+    with pytest.raises(OSError):
+        ganeti.configured_kvm_instances(str(tmp_path), "node1")

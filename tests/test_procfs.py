@@ -240,3 +240,18 @@ def test_readers_work_on_a_fake_proc_tree(tmp_path):
 
 def test_printable():
     assert procfs.printable(os.fsdecode(b"/opt/q\xffemu")) == "/opt/q\ufffdemu"
+
+
+def test_real_mounts_and_meminfo():
+    mounts = procfs.mounts(PROC)
+    assert ("/proc", "proc") in [(m[0], m[1]) for m in mounts]
+    info = procfs.meminfo(PROC)
+    assert info["MemTotal"] > 0 and "HugePages_Total" in info
+
+
+def test_mounts_decode_escapes(tmp_path):
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "mounts").write_bytes(
+        b"none /mnt/a\\040b\\134c hugetlbfs rw,pagesize=2M 0 0\nshort line\n")
+    assert procfs.mounts(str(tmp_path)) == [
+        ("/mnt/a b\\c", "hugetlbfs", {"rw": "", "pagesize": "2M"})]

@@ -556,13 +556,12 @@ CONFIG_DATA = "config.data"
 CONFIG_DATA_MAX = 256 << 20  # the cluster's whole configuration
 
 
-def enabled_disk_templates(data_dir):
-    """The cluster's enabled disk templates from `config.data`, or None
-    where this node has no copy (only master candidates keep one).
+def read_config_data(data_dir):
+    """The cluster configuration `<data_dir>/config.data` as a dict, or
+    None where this node has none (only master candidates keep a copy).
 
-    ssconf does not carry them (Ganeti 2.x to 3.1).  OSError propagates
-    (a copy we may not read: not root); ValueError when it is not a
-    Ganeti configuration.
+    Read with safefile (Ganeti's daemon users may own it); OSError when
+    it is refused, ValueError when it is not a Ganeti configuration.
     """
     path = os.path.join(data_dir, CONFIG_DATA)
     if not os.path.lexists(path):  # most nodes: no owners() lookups (pwd)
@@ -572,10 +571,135 @@ def enabled_disk_templates(data_dir):
     except (FileNotFoundError, NotADirectoryError):
         return None
     try:
-        templates = loads(data.decode("utf-8", "replace"))["cluster"][
-            "enabled_disk_templates"]
-    except (ValueError, KeyError, TypeError, RecursionError):
+        config = loads(data.decode("utf-8", "replace"))
+    except RecursionError:
+        raise ValueError("%s: nested too deep" % path)
+    except ValueError:
+        raise ValueError("%s is not a Ganeti configuration (not JSON)" % path)
+    if not (isinstance(config, dict) and isinstance(config.get("cluster"), dict)
+            and isinstance(config.get("instances"), dict)):
         raise ValueError("%s is not a Ganeti configuration" % path)
+    return config
+
+
+def enabled_disk_templates(data_dir):
+    """The cluster's enabled disk templates from `config.data`, or None
+    where this node has no copy (only master candidates keep one).
+
+    ssconf does not carry them (Ganeti 2.x to 3.1).  OSError propagates
+    (a copy we may not read: not root); ValueError when it is not a
+    Ganeti configuration.
+    """
+    config = read_config_data(data_dir)
+    if config is None:
+        return None
+    templates = config["cluster"].get("enabled_disk_templates")
     if not isinstance(templates, list):
-        raise ValueError("%s is not a Ganeti configuration" % path)
+        raise ValueError("%s is not a Ganeti configuration"
+                         % os.path.join(data_dir, CONFIG_DATA))
     return [t for t in templates if isinstance(t, str)]
+
+
+def running_kvm_runtimes(proc, run_dir):
+    """The runtime files of the KVM instances running here.
+
+    An instance runs when its pid file names a live qemu with its -name
+    (instance_process_problem).  Returns ({instance: KvmRuntime}, {instance: why
+    its runtime could not be read}); stale pid files are left out.
+    PermissionError (not root) propagates.
+    """
+    runtimes, unreadable = {}, {}
+    for instance, pid in kvm_pid_files(run_dir):
+        if pid is None or instance_process_problem(proc, pid, instance, run_dir) is not None:
+            continue
+        try:
+            runtimes[instance] = read_kvm_runtime(run_dir, instance)
+        except PermissionError:
+            raise
+        except FileNotFoundError:
+            unreadable[instance] = "it has no runtime file"
+        except (OSError, ValueError) as e:
+            from .safefile import describe
+            unreadable[instance] = describe(e) if isinstance(e, OSError) else str(e)
+    return runtimes, unreadable
+
+
+DRBD_TYPES = ("drbd", "drbd8")
+
+
+class ConfiguredInstance:
+    """A KVM instance as the cluster configuration has it (config.data):
+    `hvparams` and `beparams` filled as Ganeti fills them at start (cluster
+    defaults, then the OS's, then the instance's own); `primary` says this
+    node is its primary (else a secondary: a failover target); `nics` is
+    how many NICs it has."""
+
+    __slots__ = ("name", "primary", "hvparams", "beparams", "nics")
+
+    def __init__(self, name, primary, hvparams, beparams, nics):
+        self.name = name
+        self.primary = primary
+        self.hvparams = hvparams
+        self.beparams = beparams
+        self.nics = nics
+
+    def __repr__(self):
+        return "ConfiguredInstance(%r, primary=%r)" % (self.name, self.primary)
+
+
+def _dict(value):
+    return value if isinstance(value, dict) else {}
+
+
+def _disk_nodes(disk, disks):
+    """The node uuids of a disk (its DRBD pair, also in children)."""
+    if isinstance(disk, str):  # 2.16 and later: a uuid into config["disks"]
+        disk = disks.get(disk)
+    disk = _dict(disk)
+    nodes = []
+    logical_id = disk.get("logical_id")
+    if disk.get("dev_type") in DRBD_TYPES and isinstance(logical_id, list):
+        nodes += [n for n in logical_id[:2] if isinstance(n, str)]
+    for child in disk.get("children") or []:
+        nodes += _disk_nodes(child, disks)
+    return nodes
+
+
+def configured_kvm_instances(data_dir, node):
+    """The KVM instances whose primary or secondary node is `node`, from
+    `<data_dir>/config.data`, which only master candidates have: None
+    there is none.  ValueError, OSError: see read_config_data."""
+    config = read_config_data(data_dir)
+    if config is None:
+        return None
+    cluster = config["cluster"]
+    node_uuids = {uuid for uuid, n in _dict(config.get("nodes")).items()
+                  if str(_dict(n).get("name", "")).lower().rstrip(".") == node}
+    node_uuids.add(node)  # configurations before 2.10 name nodes directly
+    disks = _dict(config.get("disks"))
+    found = []
+    for inst in config["instances"].values():
+        inst = _dict(inst)
+        if inst.get("hypervisor", "kvm") != "kvm" or not isinstance(inst.get("name"), str):
+            continue
+        primary = inst.get("primary_node") in node_uuids
+        if not primary and not node_uuids & set(
+                _disk_nodes_all(inst.get("disks") or [], disks)):
+            continue
+        hvparams = dict(_dict(_dict(cluster.get("hvparams")).get("kvm")))
+        hvparams.update(_dict(_dict(_dict(cluster.get("os_hvp")).get(
+            inst.get("os"))).get("kvm")))
+        hvparams.update(_dict(inst.get("hvparams")))
+        beparams = dict(_dict(_dict(cluster.get("beparams")).get("default")))
+        beparams.update(_dict(inst.get("beparams")))
+        nics = inst.get("nics")
+        found.append(ConfiguredInstance(inst["name"], primary, hvparams, beparams,
+                                        len(nics) if isinstance(nics, list) else 0))
+    return sorted(found, key=lambda i: i.name)
+
+
+def _disk_nodes_all(instance_disks, disks):
+    nodes = []
+    for disk in instance_disks if isinstance(instance_disks, list) else []:
+        nodes += _disk_nodes(disk, disks)
+    return nodes

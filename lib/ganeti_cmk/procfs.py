@@ -135,6 +135,49 @@ def cpu(proc):
     return vendor, flags
 
 
+def _unescape(field):
+    """A /proc/mounts field: blanks and backslashes are octal escapes."""
+    if b"\\" not in field:
+        return os.fsdecode(field)
+    out, i = bytearray(), 0
+    while i < len(field):
+        if field[i:i + 1] == b"\\" and field[i + 1:i + 4].isdigit():
+            out.append(int(field[i + 1:i + 4], 8) & 0xFF)
+            i += 4
+        else:
+            out += field[i:i + 1]
+            i += 1
+    return os.fsdecode(bytes(out))
+
+
+def mounts(proc):
+    """The mounts of our mount namespace, in mount order: [(mount point,
+    file system type, {option: value or ''})] from /proc/self/mounts."""
+    found = []
+    for line in _read("%s/self/mounts" % proc, 16 << 20).splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        options = {}
+        for option in _text(fields[3]).split(","):
+            key, _, value = option.partition("=")
+            options[key] = value
+        found.append((_unescape(fields[1]), _text(fields[2]), options))
+    return found
+
+
+def meminfo(proc):
+    """/proc/meminfo as {field: number} (kB for the sizes, counts for
+    HugePages_*)."""
+    values = {}
+    for line in _text(_read("%s/meminfo" % proc, 1 << 20)).splitlines():
+        key, _, rest = line.partition(":")
+        words = rest.split()
+        if words and words[0].isdigit():
+            values[key.strip()] = int(words[0])
+    return values
+
+
 def boot_time():
     """Seconds since boot, the clock of start_time()."""
     return time.clock_gettime(time.CLOCK_BOOTTIME)

@@ -95,3 +95,21 @@ def describe(e):
     """An OSError as 'path: what is wrong'."""
     what = e.strerror or str(e)
     return "%s: %s" % (e.filename, what) if e.filename else what
+
+
+def file_type(mode):
+    """A stat mode's file type in words: 'character device', 'regular
+    file', ..."""
+    for test, name in ((stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISREG, "regular file"),
+                       (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "named pipe"),
+                       (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "file of unknown type"
+
+
+def errno_text(number):
+    """'ENXIO (No such device or address)'."""
+    return "%s (%s)" % (errno.errorcode.get(number, "errno %d" % number),
+                        os.strerror(number))

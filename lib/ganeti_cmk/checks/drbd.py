@@ -277,7 +277,7 @@ def keep_time(state_dir, devices, now, p):
     p.since = state["since"]
     try:
         if state["since"]:
-            import json
+            import json  # writing only: reading needs jsonload alone
             write_atomically(path, json.dumps(state, sort_keys=True))
         elif os.path.lexists(path):
             os.unlink(path)

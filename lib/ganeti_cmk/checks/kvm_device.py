@@ -8,11 +8,11 @@ remedy; UNKNOWN "run as root" when only permissions stand in the way.
 
 import errno
 import os
-import stat
 
 from .. import procfs, sysfs
 from ..localcheck import CRIT, OK, UNKNOWN, Result
 from ..runner import Check
+from ..safefile import errno_text, file_type
 
 SERVICE = "KVM device"
 KVM_MAJOR, KVM_MINOR = 10, 232
@@ -47,16 +47,6 @@ class DeviceProbe:
             setattr(self, key, value)
 
 
-def _file_type(mode):
-    for test, name in ((stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device"), (stat.S_ISREG, "regular file"),
-                       (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "named pipe"),
-                       (stat.S_ISSOCK, "socket")):
-        if test(mode):
-            return name
-    return "file of unknown type"
-
-
 def read_modules(sys_root):
     """Loaded kvm modules (kvm first) and the vendor module's nested flag."""
     modules = sorted(n for n in sysfs.modules(sys_root)
@@ -88,7 +78,7 @@ def probe(dev_kvm, proc="/proc", sys_root="/sys"):
     except OSError as e:
         p.open_errno = e.errno
         return p
-    p.file_type = _file_type(st.st_mode)
+    p.file_type = file_type(st.st_mode)
     if p.file_type != "character device":
         return p
     p.rdev = (os.major(st.st_rdev), os.minor(st.st_rdev))
@@ -106,11 +96,6 @@ def probe(dev_kvm, proc="/proc", sys_root="/sys"):
     finally:
         os.close(fd)
     return p
-
-
-def _errno_text(number):
-    return "%s (%s)" % (errno.errorcode.get(number, "errno %d" % number),
-                        os.strerror(number))
 
 
 def _vendor_module(p):
@@ -171,13 +156,13 @@ def evaluate(p):
                       details)
     if p.open_errno in (errno.ENXIO, errno.ENODEV):
         return crit("%s exists but no driver answers (%s): %s" % (
-            p.path, _errno_text(p.open_errno), _not_loaded(p)))
+            p.path, errno_text(p.open_errno), _not_loaded(p)))
     if p.open_errno is not None:
         return crit("cannot open %s read-write: %s" % (
-            p.path, _errno_text(p.open_errno)))
+            p.path, errno_text(p.open_errno)))
     if p.ioctl_errno is not None:
         return crit("KVM_GET_API_VERSION on %s failed: %s" % (
-            p.path, _errno_text(p.ioctl_errno)))
+            p.path, errno_text(p.ioctl_errno)))
     if p.api_version != KVM_API_VERSION:
         return crit("%s answers KVM API version %s, expected %d: kernel and "
                     "qemu do not match" % (p.path, p.api_version, KVM_API_VERSION))
