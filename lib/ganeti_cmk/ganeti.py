@@ -573,9 +573,9 @@ def read_config_data(data_dir):
     try:
         config = loads(data.decode("utf-8", "replace"))
     except RecursionError:
-        raise ValueError("%s: nested too deep" % path)
-    except ValueError:
-        raise ValueError("%s is not a Ganeti configuration (not JSON)" % path)
+        raise ValueError("%s is not a Ganeti configuration (nested too deep)" % path)
+    except ValueError as e:
+        raise ValueError("%s is not a Ganeti configuration (%s)" % (path, e))
     if not (isinstance(config, dict) and isinstance(config.get("cluster"), dict)
             and isinstance(config.get("instances"), dict)):
         raise ValueError("%s is not a Ganeti configuration" % path)
