@@ -604,8 +604,45 @@ def drbd_cases(setup, module):
     return [setup.agent(module), drbd_command(setup, setup.args.sizes["drbd_devices"])]
 
 
+def kvm_parameters_cases(setup, module):
+    """The reference load's instances (runtime files: -m 128 -smp 1, the
+    kvm_path they started with) against a config.data (Ganeti 3.0's
+    shape) in a data dir of its own that has them all on this node with
+    the same parameters: every instance compared, none pending."""
+    node, load = setup.node, setup.load
+    data_dir = os.path.join(setup.args.workdir, "kvm-parameters-ganeti")
+    write_ssconf(data_dir, setup.fqdn, [setup.fqdn, "node2.example.com"])
+    config = {
+        "version": 3000000,
+        "cluster": {"cluster_name": "bench.example.com", "serial_no": 1,
+                    "mtime": time.time() - 7200, "ctime": time.time() - 86400,
+                    "hvparams": {"kvm": {"kvm_path": node.binary()}},
+                    "os_hvp": {}, "enabled_hypervisors": ["kvm"],
+                    "beparams": {"default": {"maxmem": 128, "minmem": 128,
+                                             "vcpus": 1, "auto_balance": True,
+                                             "always_failover": False,
+                                             "spindle_use": 1}}},
+        "nodes": {"n-1": {"name": setup.fqdn, "uuid": "n-1",
+                          "primary_ip": "192.0.2.1", "master_candidate": True}},
+        "disks": {},
+        "instances": {"u-%s" % name: {
+            "name": name, "uuid": "u-%s" % name, "os": "noop+default",
+            "hypervisor": "kvm", "hvparams": {}, "beparams": {},
+            "mtime": time.time() - 3600, "admin_state": "up", "primary_node": "n-1",
+            "disks": [], "nics": [], "serial_no": 1}
+            for name, _, _ in load.instances.values()},
+    }
+    with open(os.path.join(data_dir, "config.data"), "w") as f:
+        json.dump(config, f)
+    confdir = setup.config("etc-kvm-parameters", paths={"ganeti_data_dir": data_dir},
+                           kvm_parameters={"source": "config"})
+    return [setup.agent(module, "%d instances, config.data" % len(load.instances),
+                        confdir, agent_output("KVM instance parameters"))]
+
+
 HOOKS = {"kvm_device": kvm_device_cases, "kvm_binary": kvm_binary_cases,
-         "cluster_verify": cluster_verify_cases, "drbd": drbd_cases}
+         "cluster_verify": cluster_verify_cases, "drbd": drbd_cases,
+         "kvm_parameters": kvm_parameters_cases}
 GROWTH = {"drbd": ("devices", 100, (10, 100, 500), (1, 3), drbd_command)}
 
 
