@@ -135,3 +135,15 @@ def test_words_kit():
     text = fit(build, limit=100)
     assert len(text) <= 100 and text.endswith(": restart them") and "200 instances" in text
     assert fit(lambda n: "x" * 50, limit=20) == "x" * 17 + "..."
+
+
+def test_format_bytes_picks_the_unit_after_rounding():
+    # An amount just under a unit must not read "1024 KiB" or "10.0 KiB".
+    from ganeti_cmk.words import format_bytes
+    assert [format_bytes(n) for n in (0, 512, 1023, 1024, 1536, 4 << 10)] == [
+        "0 B", "512 B", "1023 B", "1 KiB", "1.5 KiB", "4 KiB"]
+    assert format_bytes(10239) == "10 KiB"
+    assert format_bytes((1 << 20) - 1) == "1.0 MiB"
+    assert format_bytes(512 << 20) == "512 MiB" and format_bytes(15 << 30) == "15 GiB"
+    assert format_bytes(int(1.5 * (1 << 30))) == "1.5 GiB"
+    assert format_bytes(3000 << 40) == "3000 TiB"

@@ -300,16 +300,27 @@ class KvmRuntime:
     Ganeti writes `conf/<instance>.runtime` as the JSON array `[kvm_cmd,
     nics, hvparams, disks]` when it starts the instance; a soft reboot and
     a live migration reuse it.  `hvparams` are the filled hypervisor
-    parameters of that start.
+    parameters of that start.  `mtime`: when the file was last written
+    (the start, a soft reboot or an incoming migration), None if unknown.
     """
 
-    __slots__ = ("cmd", "nics", "hvparams", "disks")
+    __slots__ = ("cmd", "nics", "hvparams", "disks", "mtime")
 
-    def __init__(self, cmd, nics, hvparams, disks):
+    def __init__(self, cmd, nics, hvparams, disks, mtime=None):
         self.cmd = cmd
         self.nics = nics
         self.hvparams = hvparams
         self.disks = disks
+        self.mtime = mtime
+
+    def option(self, name):
+        """The value after the last `name` in the command (`-m`, `-smp`,
+        `-uuid`), as text; None when absent."""
+        value = None
+        for i, arg in enumerate(self.cmd[:-1]):
+            if arg == name:
+                value = self.cmd[i + 1]
+        return None if value is None else str(value)
 
 
 def read_kvm_runtime(run_dir, instance):
@@ -328,7 +339,12 @@ def read_kvm_runtime(run_dir, instance):
     if not (isinstance(data, list) and len(data) >= 3
             and isinstance(data[0], list) and isinstance(data[2], dict)):
         raise ValueError("%s: not a KVM runtime file" % path)
-    return KvmRuntime(data[0], data[1], data[2], data[3] if len(data) > 3 else [])
+    try:
+        mtime = os.lstat(path).st_mtime
+    except OSError:
+        mtime = None
+    return KvmRuntime(data[0], data[1], data[2], data[3] if len(data) > 3 else [],
+                      mtime)
 
 
 def kvm_runtime_path(run_dir, instance):
@@ -525,30 +541,43 @@ def instance_disk_links(run_dir):
     """{minor: DiskOwner} from `<run_dir>/instance-disks/<instance>:<index>`.
 
     Ganeti links each disk of an instance started (or migrated in) on this
-    node to its device; links are only read (readlink), never followed.
-    Links to anything but /dev/drbd<N> are skipped.  No directory: {}.
+    node to its device; links are only read (readlink), never followed,
+    and count only when root (Ganeti's node daemon) or we made them.
+    Links to anything but /dev/drbd<N> are skipped; a minor that several
+    links name (a stale one beside the live one) gets a DiskOwner with a
+    problem.  No directory: {}.
     """
     directory = os.path.join(run_dir, DISK_LINKS_SUBDIR)
     try:
         names = os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError):
         return {}
-    found = {}
+    trusted, claims = trusted_owners(), {}
     for name in sorted(names):
         instance, sep, index = name.rpartition(DISK_SEPARATOR)
         if not (sep and index.isdigit() and index.isascii() and len(index) <= 6
                 and valid_instance_name(instance)):
             continue
+        path = os.path.join(directory, name)
         try:
-            target = os.readlink(os.path.join(directory, name))
+            st = os.lstat(path)
+            target = os.readlink(path)
         except OSError:
             continue  # not a link, or removed meanwhile
+        if st.st_uid not in trusted:
+            continue
         device = target.rsplit("/", 1)[-1]
         number = device[len(DRBD_PREFIX):]
         if target == "/dev/" + device and device.startswith(DRBD_PREFIX) \
                 and number.isdigit() and number.isascii():
-            found.setdefault(int(number), DiskOwner(
-                instance, "disk/%d" % int(index), os.path.join(directory, name)))
+            claims.setdefault(int(number), []).append(
+                DiskOwner(instance, "disk/%d" % int(index), path))
+    found = {}
+    for minor, links in claims.items():
+        found[minor] = links[0] if len(links) == 1 else DiskOwner(
+            source=directory, problem="has several links to /dev/%s%d: %s" % (
+                DRBD_PREFIX, minor, ", ".join(os.path.basename(o.source)
+                                               for o in links)))
     return found
 
 
@@ -556,18 +585,20 @@ CONFIG_DATA = "config.data"
 CONFIG_DATA_MAX = 256 << 20  # the cluster's whole configuration
 
 
-def read_config_data(data_dir):
-    """The cluster configuration `<data_dir>/config.data` as a dict, or
-    None where this node has none (only master candidates keep a copy).
+def read_config_data(data_dir, limit=CONFIG_DATA_MAX):
+    """The cluster configuration `<data_dir>/config.data` as a dict with
+    dicts `cluster` and `instances`, or None where this node has none
+    (only the master and master candidates keep a copy).
 
-    Read with safefile (Ganeti's daemon users may own it); OSError when
-    it is refused, ValueError when it is not a Ganeti configuration.
+    Read with safefile (Ganeti's daemon users may own it), at most `limit`
+    bytes; OSError when it is refused, ValueError when it is not a Ganeti
+    configuration.
     """
     path = os.path.join(data_dir, CONFIG_DATA)
     if not os.path.lexists(path):  # most nodes: no owners() lookups (pwd)
         return None
     try:
-        data = read_bounded(path, CONFIG_DATA_MAX, owners=owners())
+        data = read_bounded(path, limit, owners=owners())
     except (FileNotFoundError, NotADirectoryError):
         return None
     try:
@@ -575,7 +606,7 @@ def read_config_data(data_dir):
     except RecursionError:
         raise ValueError("%s is not a Ganeti configuration (nested too deep)" % path)
     except ValueError as e:
-        raise ValueError("%s is not a Ganeti configuration (%s)" % (path, e))
+        raise ValueError("%s is not a Ganeti configuration (not JSON: %s)" % (path, e))
     if not (isinstance(config, dict) and isinstance(config.get("cluster"), dict)
             and isinstance(config.get("instances"), dict)):
         raise ValueError("%s is not a Ganeti configuration" % path)
@@ -647,6 +678,30 @@ class ConfiguredInstance:
         return "ConfiguredInstance(%r, primary=%r)" % (self.name, self.primary)
 
 
+# The cluster's HMAC key (confd's and the cluster's shared secret).
+HMAC_KEY_FILE = "hmac.key"
+HMAC_KEY_MAX = 4096
+
+
+def read_hmac_key(data_dir):
+    """The bytes of `<data_dir>/hmac.key` (all of them: Ganeti signs with
+    the whole file); OSError when it is missing or refused."""
+    return read_bounded(os.path.join(data_dir, HMAC_KEY_FILE), HMAC_KEY_MAX,
+                        owners=owners())
+
+
+def confd_peers(data_dir):
+    """The addresses confd listens on: the master candidates' primary IPs
+    (`ssconf_master_candidates_ips`), as Ganeti's own client asks them."""
+    return read_ssconf_list(data_dir, "master_candidates_ips")
+
+
+# Where a filled parameter's value comes from, as Ganeti fills it.
+LEVEL_CLUSTER = "cluster"
+LEVEL_OS = "OS"
+LEVEL_INSTANCE = "instance"
+
+
 def _dict(value):
     return value if isinstance(value, dict) else {}
 
@@ -686,15 +741,15 @@ def configured_kvm_instances(data_dir, node):
         if not primary and not node_uuids & set(
                 _disk_nodes_all(inst.get("disks") or [], disks)):
             continue
-        hvparams = dict(_dict(_dict(cluster.get("hvparams")).get("kvm")))
-        hvparams.update(_dict(_dict(_dict(cluster.get("os_hvp")).get(
-            inst.get("os"))).get("kvm")))
-        hvparams.update(_dict(inst.get("hvparams")))
-        beparams = dict(_dict(_dict(cluster.get("beparams")).get("default")))
-        beparams.update(_dict(inst.get("beparams")))
+        try:
+            filled = instance_config(cluster, None, inst)
+        except ValueError:
+            continue
         nics = inst.get("nics")
-        found.append(ConfiguredInstance(inst["name"], primary, hvparams, beparams,
-                                        len(nics) if isinstance(nics, list) else 0))
+        found.append(ConfiguredInstance(
+            inst["name"], primary, {k: v for k, (v, _) in filled.hv.items()},
+            {k: v for k, (v, _) in filled.be.items()},
+            len(nics) if isinstance(nics, list) else 0))
     return sorted(found, key=lambda i: i.name)
 
 
@@ -703,3 +758,86 @@ def _disk_nodes_all(instance_disks, disks):
     for disk in instance_disks if isinstance(instance_disks, list) else []:
         nodes += _disk_nodes(disk, disks)
     return nodes
+
+
+def fill_hvparams(cluster_hv, os_hv, instance_hv):
+    """{key: (value, level)}: an instance's hypervisor parameters filled as
+    Ganeti fills them (objects.Cluster.FillHV): the cluster's
+    `hvparams[<hv>]`, then `os_hvp[<os>][<hv>]`, then the instance's own."""
+    filled = {}
+    for level, params in ((LEVEL_CLUSTER, cluster_hv), (LEVEL_OS, os_hv),
+                          (LEVEL_INSTANCE, instance_hv)):
+        for key, value in _dict(params).items():
+            filled[key] = (value, level)
+    return filled
+
+
+def fill_beparams(cluster_be, instance_be):
+    """{key: (value, level)}: backend parameters filled as Ganeti fills them
+    (Cluster.FillBE): the cluster's `beparams["default"]`, then the
+    instance's own."""
+    return fill_hvparams(cluster_be, {}, instance_be)
+
+
+class InstanceConfig:
+    """An instance's current parameters: filled hv and be params with the
+    level each value comes from, and the modification times (None:
+    unknown) of the instance and the cluster (which holds the OS level)."""
+
+    __slots__ = ("name", "uuid", "hypervisor", "os", "hv", "be",
+                 "mtime", "cluster_mtime")
+
+    def __init__(self, name, uuid, hypervisor, os_name, hv, be, mtime,
+                 cluster_mtime):
+        self.name = name
+        self.uuid = uuid
+        self.hypervisor = hypervisor
+        self.os = os_name
+        self.hv = hv
+        self.be = be
+        self.mtime = mtime
+        self.cluster_mtime = cluster_mtime
+
+    def since(self, level):
+        """When the level's values last changed (its object's mtime)."""
+        return self.mtime if level == LEVEL_INSTANCE else self.cluster_mtime
+
+
+def _number(value):
+    return value if isinstance(value, (int, float)) and not isinstance(
+        value, bool) else None
+
+
+def instance_config(cluster, uuid, instance):
+    """The InstanceConfig of one instance object of the configuration
+    (config.data or confd share the shape), given the `cluster` object;
+    ValueError when the instance object is not one."""
+    if not (isinstance(instance, dict) and isinstance(instance.get("name"), str)):
+        raise ValueError("not an instance object")
+    hypervisor = instance.get("hypervisor") or "kvm"
+    os_name = instance.get("os")
+    if not (isinstance(hypervisor, str) and isinstance(os_name, (str, type(None)))):
+        raise ValueError("instance object with a hypervisor or OS that is no name")
+    hv = fill_hvparams(
+        _dict(_dict(cluster.get("hvparams")).get(hypervisor)),
+        _dict(_dict(_dict(cluster.get("os_hvp")).get(os_name)).get(hypervisor)),
+        instance.get("hvparams"))
+    be = fill_beparams(_dict(_dict(cluster.get("beparams")).get("default")),
+                       instance.get("beparams"))
+    return InstanceConfig(instance["name"], uuid, hypervisor, os_name, hv, be,
+                          _number(instance.get("mtime")),
+                          _number(cluster.get("mtime")))
+
+
+def config_instances(config):
+    """{name: InstanceConfig or ValueError} of every instance in a
+    configuration dict (read_config_data)."""
+    found = {}
+    for uuid, instance in config["instances"].items():
+        try:
+            ic = instance_config(config["cluster"], uuid, instance)
+        except ValueError as e:
+            found["(uuid %s)" % uuid] = e
+            continue
+        found[ic.name] = ic
+    return found

@@ -30,15 +30,19 @@ def format_duration(seconds):
 
 
 def format_bytes(size):
-    """Bytes as a short binary size: '512 B', '4 KiB', '1.5 GiB'."""
-    size = float(size)
-    for unit, factor in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20),
-                         ("KiB", 1 << 10)):
-        if abs(size) >= factor:
-            value = size / factor
-            return ("%.0f %s" if value >= 10 or value == int(value)
-                    else "%.1f %s") % (value, unit)
-    return "%.0f B" % size
+    """Bytes as a short binary size: '512 B', '4 KiB', '1.5 GiB'.
+
+    The unit is chosen for the rounded value, so an amount just under a
+    unit reads '1.0 MiB', not '1024 KiB'.
+    """
+    value, unit = float(size), "B"
+    for bigger in ("KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1023.5:
+            break
+        value, unit = value / 1024, bigger
+    if unit == "B" or abs(value) >= 9.95 or value == int(value):
+        return "%.0f %s" % (value, unit)
+    return "%.1f %s" % (value, unit)
 
 
 def ago(age):

@@ -20,7 +20,7 @@ from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable,
                           Problem, Result, worst)
 from ..runner import Check
 from ..safefile import describe, read_file
-from ..statefile import write_atomically
+from ..statefile import read, write_atomically
 from ..words import fit, format_bytes, format_duration, plural, some
 
 SERVICE = "DRBD"
@@ -29,6 +29,7 @@ DEFAULTS = {
     "proc_drbd": "/proc/drbd",
     "services": "per-device",
     "resync_state": "warn",
+    "standalone_grace": "30s",
     "disconnected_grace": "15m",
     "dual_primary_grace": "1h",
     "require_module": "auto",
@@ -43,6 +44,7 @@ MAX_NAMES = 10
 RESYNC = frozenset(("SyncSource", "SyncTarget", "PausedSyncS", "PausedSyncT",
                     "StartingSyncS", "StartingSyncT", "WFBitMapS", "WFBitMapT",
                     "WFSyncUUID"))
+SYNCING = frozenset(("SyncSource", "SyncTarget"))  # moving data
 PAUSED = frozenset(("PausedSyncS", "PausedSyncT"))
 VERIFY = frozenset(("VerifyS", "VerifyT"))
 CONGESTED = frozenset(("Ahead", "Behind"))
@@ -52,7 +54,8 @@ WAITING = frozenset(("WFConnection", "WFReportParams", "Unconnected", "Timeout",
 STANDALONE = "StandAlone"
 LINKED = frozenset(("Connected",)) | RESYNC | VERIFY  # the peer's disk state counts
 
-DISCONNECTED, DUAL_PRIMARY = "disconnected", "dual_primary"  # timed conditions
+# timed conditions
+SPLIT, DISCONNECTED, DUAL_PRIMARY = "standalone", "disconnected", "dual_primary"
 
 
 class Settings:
@@ -62,6 +65,7 @@ class Settings:
                                          ("per-device", "summary")) == "summary"
         self.resync_ok = config.get_choice(SECTION, "resync_state",
                                            ("warn", "ok")) == "ok"
+        self.standalone_grace = config.get_duration(SECTION, "standalone_grace")
         self.disconnected_grace = config.get_duration(SECTION, "disconnected_grace")
         self.dual_primary_grace = config.get_duration(SECTION, "dual_primary_grace")
         self.require_module = config.get_choice(SECTION, "require_module",
@@ -163,6 +167,7 @@ def find_owners(run_dir, devices, p):
                                   "(%s): devices are named by minor; run the "
                                   "check as root" % describe(e)))
     p.stale_cache = [m for m in cached if m not in configured]
+    cached = set(cached)  # looked up once per configured minor
     links = None
     for minor in sorted(configured):
         owner = ganeti.read_bdev_cache(run_dir, minor) if minor in cached else None
@@ -214,6 +219,8 @@ def timed_conditions(devices):
     for d in devices:
         if d.problem:  # torn: its timers are kept, not judged
             continue
+        if d.cs == STANDALONE:
+            keys.add("%d:%s" % (d.minor, SPLIT))
         if d.cs in WAITING:
             keys.add("%d:%s" % (d.minor, DISCONNECTED))
         if d.role == "Primary" and d.peer_role == "Primary":
@@ -253,7 +260,7 @@ def load_state(path, notes):
     """The saved timers; {} when none, unreadable or corrupt (it heals:
     the next save replaces it)."""
     try:
-        data = loads(read_file(path, STATE_MAX).decode("utf-8"))
+        data = loads(read(path, STATE_MAX).decode("utf-8"))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, RecursionError) as e:
@@ -421,9 +428,17 @@ def judge(d, owner, s, p, now):
 
 def _connection(d, s, p, now, info):
     cs, found = d.cs, []
-    if cs == STANDALONE:
-        found.append(Problem(CRIT, "StandAlone: not replicating; possible "
-                             "split brain: check the kernel log (dmesg)"))
+    if cs == STANDALONE:  # Ganeti's own disconnects last seconds
+        held = _for(p.since, "%d:%s" % (d.minor, SPLIT), now)
+        if held >= s.standalone_grace:
+            found.append(Problem(CRIT, "StandAlone: not replicating; possible "
+                                 "split brain: check the kernel log (dmesg)"))
+        else:
+            found.append(Problem(WARN, "StandAlone for %s: not replicating "
+                                 "(Ganeti disconnects a disk for moments when "
+                                 "it migrates or replaces disks; CRIT after %s)"
+                                 % (format_duration(held),
+                                    format_duration(s.standalone_grace))))
     elif cs in WAITING:
         held = _for(p.since, "%d:%s" % (d.minor, DISCONNECTED), now)
         if held >= s.disconnected_grace:
@@ -436,15 +451,17 @@ def _connection(d, s, p, now, info):
                                  % (cs, format_duration(held),
                                     format_duration(s.disconnected_grace))))
     elif cs in RESYNC:
-        paused = cs in PAUSED or (d.sync is not None and d.sync.stalled)
+        moving = cs in SYNCING and not (d.sync is not None and d.sync.stalled)
         what = "resync paused" if cs in PAUSED else (
-            "resyncing" if cs in ("SyncSource", "SyncTarget") else "starting a resync")
+            "resyncing" if cs in SYNCING else "starting a resync")
         text = "%s (%s, this node %s)" % (what, cs, "sends" if cs.endswith(
             ("S", "Source")) else "receives")
         details = _sync_text(d)
         if details:
             text += ": " + details
-        found.append(Problem(WARN if paused or not s.resync_ok else OK, text))
+        # resync_state = ok covers a resync that moves data, not one that
+        # is paused, stalled or stuck in the handshake before it
+        found.append(Problem(OK if moving and s.resync_ok else WARN, text))
     elif cs in CONGESTED:
         found.append(Problem(WARN, "replication suspended by congestion (%s)%s"
                              % (cs, ": %s out of sync" % format_bytes(d.oos)
@@ -457,6 +474,11 @@ def _connection(d, s, p, now, info):
                              "resync running (online verify found a "
                              "divergence): disconnect and reconnect the "
                              "device to resync it" % format_bytes(d.oos)))
+    elif cs in VERIFY and d.oos:  # a verify runs for hours: say it now
+        found.append(Problem(WARN, "%s out of sync found by the running online "
+                             "verify (%s): when it ends, disconnect and "
+                             "reconnect the device to resync it"
+                             % (format_bytes(d.oos), cs)))
     return found
 
 
@@ -481,7 +503,8 @@ PEER_DISK = {
 
 def _disks(d):
     found = []
-    resync = d.cs in RESYNC
+    # a stale copy that DRBD is about to resync (Behind: after the congestion)
+    resync = d.cs in RESYNC or d.cs in CONGESTED
     if d.disk in LOCAL_DISK:
         found.append(Problem(*LOCAL_DISK[d.disk]))
     elif d.disk in ("Outdated", "Inconsistent") and not resync:
@@ -611,8 +634,9 @@ CHECK = Check(
     description="Checkmk local check: does every DRBD disk of this Ganeti "
     "node replicate?  One service per device, named by instance and disk.",
     epilog="States: OK Connected, UpToDate/UpToDate (either role order);\n"
-    "WARN resync, out of sync, not connected or Primary/Primary (CRIT after\n"
-    "[drbd] disconnected_grace / dual_primary_grace);\n"
-    "CRIT StandAlone, a local or peer disk without its data, Secondary under\n"
-    "a running qemu, drbd module not loaded where the cluster needs it;\n"
+    "WARN resync, out of sync, StandAlone, not connected or Primary/Primary\n"
+    "(CRIT after [drbd] standalone_grace / disconnected_grace /\n"
+    "dual_primary_grace);\n"
+    "CRIT a local or peer disk without its data, Secondary under a running\n"
+    "qemu, drbd module not loaded where the cluster needs it;\n"
     "UNKNOWN states DRBD 8 does not write (raw text shown), DRBD 9.")
