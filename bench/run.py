@@ -607,8 +607,9 @@ def drbd_cases(setup, module):
 def kvm_parameters_cases(setup, module):
     """The reference load's instances (runtime files: -m 128 -smp 1, the
     kvm_path they started with) against a config.data (Ganeti 3.0's
-    shape) in a data dir of its own that has them all on this node with
-    the same parameters: every instance compared, none pending."""
+    shape) in a data dir of its own that has them all on this node:
+    every instance compared; those on a replaced binary (every tenth)
+    started from another kvm_path, so they have a change pending."""
     node, load = setup.node, setup.load
     data_dir = os.path.join(setup.args.workdir, "kvm-parameters-ganeti")
     write_ssconf(data_dir, setup.fqdn, [setup.fqdn, "node2.example.com"])
@@ -637,7 +638,9 @@ def kvm_parameters_cases(setup, module):
     confdir = setup.config("etc-kvm-parameters", paths={"ganeti_data_dir": data_dir},
                            kvm_parameters={"source": "config"})
     return [setup.agent(module, "%d instances, config.data" % len(load.instances),
-                        confdir, agent_output("KVM instance parameters"))]
+                        confdir, agent_output("KVM instance parameters",
+                                              kvm_params_instances=float(len(load.instances)),
+                                              kvm_params_pending=float(load.replaced())))]
 
 
 HOOKS = {"kvm_device": kvm_device_cases, "kvm_binary": kvm_binary_cases,
