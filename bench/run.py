@@ -238,6 +238,7 @@ class Load:
         self.workdir = workdir
         self.sleep = shutil.which("sleep") or "/bin/sleep"
         self.sleepers = []   # pids; one process group, led by the first
+        self.named_pids = []  # `sleep`s under another name (named())
         self.instances = {}  # index -> (name, Popen, replaced)
         self.node = kvm_doubles.Node(os.path.join(workdir, "node"))
         doubles = os.path.join(workdir, "doubles")
@@ -297,6 +298,20 @@ class Load:
     def replaced(self):
         return sum(1 for _, _, r in self.instances.values() if r)
 
+    def named(self, name):
+        """A `sleep` whose process name (comm) is `name`: run through a
+        symbolic link of that name (a daemon's stand-in); its pid."""
+        link = os.path.join(self.workdir, "named", name)
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(self.sleep, link)
+        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                   (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                   (os.POSIX_SPAWN_DUP2, 1, 2)]
+        with held_signals():
+            self.named_pids.append(os.posix_spawn(link, [link, SLEEP_SECONDS], {},
+                                                  file_actions=actions, setsigmask=()))
+        return self.named_pids[-1]
+
     def close(self):
         """Kill everything, Ctrl-C and SIGTERM held off until it is done."""
         with held_signals():
@@ -305,6 +320,10 @@ class Load:
                 for pid in self.sleepers:
                     os.waitpid(pid, 0)
                 self.sleepers = []
+            for pid in self.named_pids:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            self.named_pids = []
             self.node.stop_all()
 
 
@@ -643,7 +662,26 @@ def kvm_parameters_cases(setup, module):
                                               kvm_params_pending=float(load.replaced())))]
 
 
-HOOKS = {"kvm_device": kvm_device_cases, "kvm_binary": kvm_binary_cases,
+MASTER_DAEMONS = ("ganeti-noded", "ganeti-confd", "ganeti-wconfd", "ganeti-rapi",
+                  "ganeti-luxid")
+
+
+def daemons_cases(setup, module):
+    """This machine as the master with Ganeti's master daemons running
+    (stand-ins named like them, with their pid files; no systemd, no
+    ganeti-mond, no ganeti-kvmd): everything the role needs is there."""
+    run_dir = os.path.join(setup.args.workdir, "daemons-run")
+    os.makedirs(run_dir)
+    for name in MASTER_DAEMONS:
+        with open(os.path.join(run_dir, name + ".pid"), "w") as f:
+            f.write("%d\n" % setup.load.named(name))
+    confdir = setup.config("etc-daemons", paths={"ganeti_run_dir": run_dir},
+                           daemons={"mond": "no"})
+    return [setup.agent(module, "master, its daemons running", confdir,
+                        agent_output("Ganeti daemons"))]
+
+
+HOOKS = {"kvm_device": kvm_device_cases, "daemons": daemons_cases, "kvm_binary": kvm_binary_cases,
          "cluster_verify": cluster_verify_cases, "drbd": drbd_cases,
          "kvm_parameters": kvm_parameters_cases}
 GROWTH = {"drbd": ("devices", 100, (10, 100, 500), (1, 3), drbd_command)}
