@@ -5,12 +5,15 @@ fakes.)"""
 
 import fcntl
 import os
+import re
+import subprocess
 import sys
 import time
 
+import pytest
 
-from ganeti_cmk import background
-from ganeti_cmk.localcheck import OK, WARN
+from ganeti_cmk import background, statefile
+from ganeti_cmk.localcheck import CRIT, OK, WARN
 
 SH = "/bin/sh"
 FAKE_GNT_JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_gnt_job")
@@ -22,7 +25,7 @@ def parse(returncode, stdout, stderr):
 
 def task(tmp_path, script="echo hello", timeout=10, max_age=60, **kwargs):
     state_dir = str(tmp_path / "state")
-    background.make_state_dir(state_dir)
+    statefile.make_dir(state_dir)
     return background.Task("demo", "kvm_device", [SH, "-c", script], parse,
                            state_dir, timeout, max_age,
                            str(tmp_path / "none.cfg"), **kwargs)
@@ -89,15 +92,16 @@ def test_a_command_that_cannot_start_is_an_error_not_a_crash(tmp_path):
 
 def test_a_held_lock_means_no_second_run(tmp_path):
     t = task(tmp_path, "echo ran >> %s" % (tmp_path / "runs"))
-    background.make_state_dir(t.state_dir)
+    statefile.make_dir(t.state_dir)
     with open(t.lock, "w") as holder:
         fcntl.flock(holder, fcntl.LOCK_EX)
-        holder.write("%d %d\n" % (os.getpid(), time.time() - 90))
+        holder.write("%d %d\n" % (os.getpid(), time.time() - 50))
         holder.flush()
         assert background.refresh(t, False, print) is None
         record, note = background.latest(t, time.time(), print)
         assert record is None and note.state == OK
-        assert note.text.startswith("refresh running for 1.5 min (pid %d)" % os.getpid())
+        assert note.text.startswith("refresh running for ")
+        assert note.text.endswith(" s (pid %d)" % os.getpid())
     assert not (tmp_path / "runs").exists()
     background.refresh(t, False, print)
     assert (tmp_path / "runs").read_text() == "ran\n"
@@ -142,7 +146,7 @@ def test_an_unreadable_cache_is_replaced_by_the_next_refresh(tmp_path, monkeypat
     t = task(tmp_path)
     monkeypatch.setattr(background, "spawn_refresh",
                         lambda task: background.Problem(OK, "started"))
-    background.make_state_dir(t.state_dir)
+    statefile.make_dir(t.state_dir)
     with open(t.cache, "w") as f:
         f.write("{not json")
     record, note = background.latest(t, time.time(), print)
@@ -182,3 +186,94 @@ def test_the_refresher_runs_the_registered_check_isolated(tmp_path):
     assert argv.split()[:2] == [sys.executable, "-I"]
     assert "--refresh-cache" in argv.split()
     assert "PYTHONPATH" not in rest and rest.rstrip().endswith("\n/")
+
+
+# ------------------------------------------------- who may hold the lock
+
+def test_lock_and_cache_are_root_only_files(tmp_path):
+    old = os.umask(0)
+    try:
+        t = task(tmp_path)
+        background.refresh(t, True, print)
+    finally:
+        os.umask(old)
+    assert os.stat(t.lock).st_mode & 0o777 == 0o600
+    assert os.stat(t.cache).st_mode & 0o777 == 0o600
+    assert os.stat(t.state_dir).st_mode & 0o777 == 0o700
+    # a lock file left readable by an older version is made 0600 again
+    os.chmod(t.lock, 0o644)
+    background.refresh(t, True, print)
+    assert os.stat(t.lock).st_mode & 0o777 == 0o600
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_another_user_cannot_take_the_lock(tmp_path):
+    t = task(tmp_path)
+    background.refresh(t, True, print)
+    os.chmod(str(tmp_path), 0o755)
+    os.chmod(t.state_dir, 0o755)   # even where the directory lets them in
+    code = ("import fcntl, sys; f = open(sys.argv[1]); "
+            "fcntl.flock(f, fcntl.LOCK_EX)")
+    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534",
+                           "--clear-groups", "/usr/bin/python3", "-c", code, t.lock],
+                          stderr=subprocess.PIPE, universal_newlines=True)
+    assert proc.returncode != 0 and "PermissionError" in proc.stderr
+
+
+def hold_lock(t, since):
+    """A process of its own that holds the lock, recorded since `since`."""
+    code = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); "
+            "os.write(fd, ('%d %d\\n' % (os.getpid(), float(sys.argv[2]))).encode()); "
+            "print('held', flush=True); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code, t.lock, str(since)],
+                            stdout=subprocess.PIPE, universal_newlines=True)
+    assert proc.stdout.readline() == "held\n"
+    return proc
+
+
+@pytest.mark.parametrize("held, state", [(30, OK), (100, WARN), (200, CRIT)])
+def test_a_lock_held_longer_than_a_refresh_takes_is_named(tmp_path, held, state):
+    t = task(tmp_path, timeout=10)       # a refresh takes at most 70 s
+    lock = background.Lock(t.lock)       # creates it (0600)
+    lock.acquire()
+    lock.release()
+    holder = hold_lock(t, time.time() - held)
+    try:
+        record, note = background.latest(t, time.time(), print)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert record is None and note.state == state, note
+    if state == OK:
+        assert note.text in ["refresh running for %d s (pid %d)" % (
+            seconds, holder.pid) for seconds in (30, 31, 32)], note.text
+    else:
+        assert re.match(
+            r"%s is held for %s min, longer than a refresh takes \(1.2 min\), "
+            r"by pid %d \(%s -c import fcntl, os, sys, time; " % (
+                re.escape(t.lock), r"1\.[67]" if held == 100 else r"3\.[34]",
+                holder.pid, re.escape(sys.executable)), note.text), note.text
+        assert note.text.endswith(": no refresh can run; end that process")
+
+
+def test_a_lock_held_by_a_process_that_never_recorded_itself(tmp_path):
+    """Someone else's flock: held since that process started."""
+    t = task(tmp_path, timeout=10)
+    statefile.make_dir(t.state_dir)
+    open(t.lock, "w").close()
+    holder = subprocess.Popen(["flock", t.lock, "sleep", "600"])
+    try:
+        for _ in range(100):     # until flock has it
+            lock = background.Lock(t.lock)
+            if not lock.acquire(record=False):
+                break
+            lock.release()
+            time.sleep(0.05)
+        # as if 100 s had passed since it started
+        record, note = background.latest(t, time.time() + 100, print)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert note.state == WARN and "by pid %d (flock %s sleep 600)" % (
+        holder.pid, t.lock) in note.text, note

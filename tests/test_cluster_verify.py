@@ -10,6 +10,7 @@ driven directly, with caches made from the same corpus.
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -332,7 +333,7 @@ def test_stale_result_warns_and_names_the_hung_refresh(cluster):
     fd = os.open(str(cluster.lock), os.O_RDWR)  # a hung refresher holds it
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, b"4242 %d\n" % (time.time() - 3000))
+        os.write(fd, b"4242 %d\n" % (time.time() - 300))
         svc = service(cluster.agent())
     finally:
         os.close(fd)
@@ -340,7 +341,7 @@ def test_stale_result_warns_and_names_the_hung_refresh(cluster):
     assert svc["summary"].startswith(
         "result is 2.0 h old, older than 30 min ([cluster_verify] stale_after); "
         "no errors or warnings (1 notice) - verify ran 2.0 h ago")
-    assert svc["details"][-1] == "refresh running for 50 min (pid 4242)"
+    assert svc["details"][-1] == "refresh running for 5.0 min (pid 4242)"
     assert len(cluster.verifies()) == 1
 
 
@@ -420,7 +421,7 @@ def test_a_cache_that_is_a_directory_is_replaced(cluster):
     svc = service(cluster.agent())
     assert svc["state"] == "3"
     assert svc["summary"].startswith(
-        "no verify result yet: cache %s unreadable (%s: Is a directory); "
+        "no verify result yet: cache %s unreadable (%s: not a regular file); "
         "refresh started in the background (pid " % (cluster.cache, cluster.cache))
     refresher = int(svc["summary"].split("(pid ")[1].rstrip(")"))
     wait_for(lambda: not alive(refresher), "the refresher")
@@ -634,11 +635,12 @@ def test_timeout_kills_the_whole_process_group(cluster):
     assert svc["state"] == "2"
     assert svc["summary"].startswith(
         "verify did not finish within 1 s ([cluster_verify] timeout) and was "
-        "killed; it was waiting for locks held by another job; its jobs 7, 8 "
+        "killed; it was waiting for locks (gnt-job list shows no other running "
+        "job); its jobs 7, 8 "
         "were cancelled (gnt-job cancel) - verify ran ")
     assert "exit code none (killed)" in svc["details"][-1]
     # its jobs would wait behind the lock holder and pile up run after run
-    assert cluster.job_log.read_text() == "cancel 7 8\n"
+    assert cluster.job_log.read_text().splitlines()[-1] == "cancel 7 8"
     assert "%s cancel 7 8: Job 7 canceled Job 8 canceled" % FAKE_GNT_JOB \
         in svc["details"]
     (pid, _), = cluster.verifies()
@@ -663,7 +665,9 @@ def test_jobs_that_cannot_be_cancelled_are_named(cluster, gnt_job, said):
     assert svc["state"] == "2"
     assert svc["summary"].startswith(
         "verify did not finish within 1 s ([cluster_verify] timeout) and was "
-        "killed; it was waiting for locks held by another job; its jobs 7, 8: "
+        "killed; it was waiting for locks %s; its jobs 7, 8: " % (
+            "held by another job" if gnt_job == "missing" else
+            "(gnt-job list shows no other running job)")
         + (said % cluster.tmp if "%s" in said else said) + " - verify ran ")
 
 
@@ -699,8 +703,10 @@ def test_huge_output_is_cut_and_counted_but_not_stored(cluster, tmp_path):
     assert svc["state"] == "2"
     assert svc["summary"].startswith(
         "output truncated: only the first 16 MiB of 17.1 MiB on stdout and the "
-        "first 1 MiB of 2.1 MiB on stderr were read; 131072 errors: "
-        "EINSTANCEDOWN vm000000.example.com (instance down xxxxxxxx")
+        "first 1 MiB of 2.1 MiB on stderr were read; the incomplete run found "
+        "131072 errors: EINSTANCEDOWN vm000000.example.com (instance down xxxxxxxx")
+    assert re.search(r" - verify ran \d+ s ago; no complete result yet$",
+                     svc["summary"]), svc["summary"]
     # every finding in what was read counts, 10000 are stored
     assert svc["metrics"]["ganeti_verify_errors"] == 16 * 2 ** 20 // 128
     assert "121072 more findings not stored (only the first 10000 are " \
@@ -720,8 +726,8 @@ def test_agent_refuses_a_cache_too_big_to_be_ours(cluster):
     cluster.cache.write_text(json.dumps(data))
     svc = service(cluster.agent())
     assert svc["state"] == "3"
-    assert "cache %s unreadable (33 MiB, more than a result can take)" \
-        % cluster.cache in svc["summary"]
+    assert "cache %s unreadable (%s: larger than 8 MiB)" \
+        % (cluster.cache, cluster.cache) in svc["summary"]
 
 
 def test_verify_sleeping_past_the_timeout_is_crit(cluster):
@@ -750,7 +756,9 @@ CASES = [
     ("era-2.16-groups", "1", "3 warnings: EINSTANCESPLITGROUPS db1.site-b.example.com "),
     ("era-2.7", "2", "2 errors: ENODESSH node1.example.net (ssh communication with "),
     ("era-3.1-assessment", "2", "1 error, 2 warnings: EINSTANCEFAULTYDISK web1"),
-    ("all-codes-3.0", "2", "32 errors, 9 warnings: ECLUSTERCFG (instance web9"),
+    ("all-codes-3.0", "2", "ganeti-noded on node3.example.com does not answer; "
+     "32 errors, 9 warnings: ENODERPC node3.example.com (while contacting "
+     "node: Error 7: Failed to connect to node...), ECLUSTERCFG (instance web9"),
     ("unrecognised", "2", "4 errors, 1 warning: ERROR (FATAL:ENEWCODE:node:"
      "node1.example.com:a severity we do no...), ERROR (ERROR node1.example.com "
      "lost its disks), ENEWCODE node1.example.com (an unknown code is still a "
@@ -769,10 +777,20 @@ CASES = [
      "unknown_entity, error details: Group 'nosuch' not found - verify ran "),
     ("not-master", "3", "gnt-cluster says this is not the master"),
     ("not-in-cluster", "3", "gnt-cluster says this node is not in a cluster"),
-    ("no-daemon-2.x", "2", "cannot reach the master daemon"),
-    ("no-daemon-3.0", "2", "cannot reach the master daemon"),
-    ("queue-drained", "1", "the job queue is drained, verify cannot run "
-     "(upgrade in progress?): Failure: the job queue is marked for drain"),
+    ("no-daemon-2.x", "2", "the master daemon (ganeti-luxid) does not answer, "
+     "verify did not run (is it running?): Cannot communicate with the master "
+     "daemon. Is it running and listening for connections? - verify ran "),
+    ("no-daemon-3.0", "2", "the master daemon (ganeti-luxid) does not answer, "
+     "verify did not run (is it running?): Connect timed out - verify ran "),
+    ("queue-drained", "1", "the job queue is drained, verify did not run "
+     "(upgrade in progress? gnt-cluster queue undrain): Failure: the job "
+     "queue is marked for drain"),
+    ("queue-drained-3.0", "1", "the job queue is drained, verify did not run "
+     "(upgrade in progress? gnt-cluster queue undrain): Unhandled Ganeti "
+     "error: Queue drained - verify ran "),
+    ("noded-stopped-3.0", "2", "ganeti-noded on node1.ganeti.test does not "
+     "answer; 6 errors, 1 warning: ENODERPC node1.ganeti.test (while "
+     "contacting node: Error 7: Failed to connect to 192...."),
     ("queue-full", "2", "the job queue is full"),
     ("no-permission", "3", "not allowed to talk to the master daemon"),
     ("usage", "3", "gnt-cluster rejected the arguments: check [cluster_verify] "
@@ -848,9 +866,9 @@ def test_long_stderr_never_pushes_the_age_out_of_the_summary(cluster, tmp_path):
     svc = service(cluster.run("--refresh").hosts)
     assert svc["state"] == "2"
     assert svc["summary"].startswith(
-        "cannot reach the master daemon (is ganeti running on this master?): "
-        "Cannot communicate with the master daemon. Is it running and "
-        "listening for connections? - verify ran ")
+        "the master daemon (ganeti-luxid) does not answer, verify did not run "
+        "(is it running?): Cannot communicate with the master daemon. Is it "
+        "running and listening for connections? - verify ran ")
     assert svc["summary"].endswith("(config problem: [cluster_verify] "
                                    "severity: ENODEXX is not a verify error "
                                    "code (typo?))")
@@ -947,13 +965,19 @@ def test_piggyback_hosts_without_findings_are_ok(cluster):
         "no errors or warnings - gnt-cluster verify on the master ")
 
 
-def test_no_piggyback_by_default_or_when_verify_could_not_run(cluster):
+def test_no_piggyback_by_default_and_unknown_without_a_complete_run(cluster):
     cluster.case("all-codes-3.0")
     assert set(cluster.run("--refresh").hosts) == {None}
     cluster.settings["piggyback"] = "yes"
     cluster.case("queue-drained")
     cluster.settings["extra_args"] = "-v"   # makes the cache due
-    assert set(cluster.run("--refresh").hosts) == {None}
+    hosts = cluster.run("--refresh").hosts
+    assert set(hosts) == {None, "node2.example.com", "node3.example.com",
+                          "web1.example.com", "db1.example.com"}
+    web1 = service(hosts, "web1.example.com")
+    assert web1["state"] == "3" and web1["summary"].startswith(
+        "no complete verify result on the master: the job queue is drained, "
+        "verify did not run")
 
 
 # ---------------------------------------------- evaluation, driven directly
@@ -1099,11 +1123,12 @@ def test_age_duration_and_run_details():
 
 def test_summary_names_the_worst_three_and_counts_the_rest():
     result, _ = evaluate("all-codes-3.0")
-    assert result.summary.startswith(
-        "32 errors, 9 warnings: ECLUSTERCFG (instance web9.example.com: disk/0 has "
-        "invalid size: 0), ECLUSTERCLIENTCERT (Client certificate "
-        "/var/lib/ganeti/client.pem of node 6e4...), ECLUSTERDANGLINGNODES "
-        "(the following nodes (and their instances) belong to a non...), "
+    assert result.summary == (
+        "ganeti-noded on node3.example.com does not answer; "
+        "32 errors, 9 warnings: ENODERPC node3.example.com (while contacting "
+        "node: Error 7: Failed to connect to node...), ECLUSTERCFG (instance "
+        "web9.example.com: disk/0 has invalid size: 0), ECLUSTERCLIENTCERT "
+        "(Client certificate /var/lib/ganeti/client.pem of node 6e4...), "
         "+38 more - verify ran 1 min ago")
 
 
@@ -1148,16 +1173,22 @@ def test_a_failed_background_refresh_is_cached(tmp_path, monkeypatch):
     assert r.details[-1].startswith("verify could not run at ")
 
 
+def record(**fields):
+    """A minimal record of the verify task."""
+    data = {"version": cv.CACHE_VERSION, "command": ["gnt-cluster", "verify"],
+            "report": {}, "started": 1, "finished": 2, "timeout": 600,
+            "timed_out": False, "error": None}
+    data.update(fields)
+    return data
+
+
 def test_cache_is_written_atomically_and_checked(tmp_path):
     _, task = verify_task(tmp_path)
     path = task.cache
-    background.write_cache(task, {"version": cv.CACHE_VERSION, "report": {},
-                                  "started": 1, "finished": 2})
+    background.write_cache(task, record())
     assert os.listdir(str(tmp_path)) == ["cluster_verify.json"]
     assert background.read_cache(task)["finished"] == 2
-    for bad in ({"version": 99, "report": {}, "started": 1, "finished": 2},
-                {"version": cv.CACHE_VERSION, "report": [], "started": 1,
-                 "finished": 2}, [1, 2]):
+    for bad in (record(version=99), record(report=[]), [1, 2]):
         background.write_cache(task, bad)
         with pytest.raises(ValueError):
             background.read_cache(task)
@@ -1167,7 +1198,356 @@ def test_cache_is_written_atomically_and_checked(tmp_path):
     victim = tmp_path / "victim"
     victim.write_text("keep")
     os.symlink(str(victim), "%s.%d.tmp" % (path, os.getpid()))
-    background.write_cache(task, {"version": cv.CACHE_VERSION, "report": {},
-                                  "started": 1, "finished": 3})
+    background.write_cache(task, record(finished=3))
     assert victim.read_text() == "keep" and background.read_cache(task)["finished"] == 3
     assert sorted(os.listdir(str(tmp_path))) == ["cluster_verify.json", "victim"]
+
+
+# ------------------------------------------- incomplete runs, bounds, causes
+
+def test_a_timeout_names_the_job_that_holds_the_locks(cluster):
+    """Ganeti 3.0 says nothing on stderr while verify waits: gnt-job does."""
+    cluster.settings["timeout"] = "1s"
+    cluster.env.update(FAKE_GNT_MODE="hang", FAKE_GNT_QUIET="1",
+                       FAKE_GNT_JOB_HOLDER="59",
+                       FAKE_GNT_PIDFILE=str(cluster.tmp / "grandchild"))
+    svc = service(cluster.run("--refresh").hosts)
+    assert svc["state"] == "2"
+    assert re.match(
+        r"verify did not finish within 1 s \(\[cluster_verify\] timeout\) and "
+        r"was killed; it was waiting for locks held by job 59 "
+        r"\(TEST_DELAY\(60\.0\), running for 3(\.0)? min\); its jobs 7, 8 were "
+        r"cancelled \(gnt-job cancel\) - verify ran \d+ s ago; no complete "
+        r"result yet$", svc["summary"]), svc["summary"]
+    assert "gnt-job list after the timeout: job 7 waiting " \
+        "CLUSTER_VERIFY_GROUP(x)" in svc["details"]
+    assert cluster.job_log.read_text().splitlines() == [
+        "list --no-headers --separator=| -o id,status,summary,start_ts 7 8",
+        "list --no-headers --separator=| -o id,status,summary,start_ts --running",
+        "cancel 7 8"]
+
+
+def ok_then(cluster, breakage):
+    """A complete clean run, then a newer one broken by `breakage()`."""
+    cluster.case("era-3.0-clean")
+    assert service(cluster.run("--refresh").hosts)["state"] == "0"
+    cluster.age_cache(20 * 60)
+    breakage()
+    cluster.settings["max_age"] = "1s"
+    return cluster.run("--refresh").hosts
+
+
+@pytest.mark.parametrize("breakage, why", [
+    ("signal", "gnt-cluster was killed by signal 9"),
+    ("exit", "gnt-cluster verify exited with 1 but reported no ERROR: "
+     "no reason given"),
+    ("timeout", "verify did not finish within 1 s"),
+])
+def test_an_incomplete_run_keeps_the_last_complete_verdict(cluster, tmp_path,
+                                                           breakage, why):
+    def broken():
+        if breakage == "signal":
+            cluster.env["FAKE_GNT_MODE"] = "killed"
+        elif breakage == "exit":
+            (tmp_path / "odd.out").write_text("Submitted jobs 1, 2\n")
+            (tmp_path / "odd.rc").write_text("1\n")
+            cluster.env["FAKE_GNT_CASE"] = str(tmp_path / "odd")
+        else:
+            cluster.settings["timeout"] = "1s"
+            cluster.env.update(FAKE_GNT_MODE="hang", FAKE_GNT_PIDFILE=str(
+                tmp_path / "grandchild"))
+    cluster.settings["piggyback"] = "yes"
+    hosts = ok_then(cluster, broken)
+    svc = service(hosts)
+    assert svc["state"] in ("1", "2"), svc
+    assert svc["summary"].startswith(why), svc["summary"]
+    assert re.search(r" - verify ran \d+ s ago, so the last complete result "
+                     r"counts \(verify ran 20 min ago\): no errors or warnings "
+                     r"\(1 notice\)$", svc["summary"]), svc["summary"]
+    assert svc["metrics"]["ganeti_verify_age"] >= 1200
+    assert "the last complete result:" in svc["details"]
+    # piggybacked hosts keep the complete verdict and say why
+    web1 = service(hosts, "web1.example.com")
+    assert web1["state"] == "0"
+    assert re.match(r"no errors or warnings - gnt-cluster verify on the master "
+                    r"20 min ago; the newest verify \(ran \d+ s ago\) does not "
+                    r"count: " + re.escape(why), web1["summary"]), web1
+    # and the agent shows the same from the cache
+    again = cluster.agent()
+    assert service(again)["summary"].split(" - ")[0] == svc["summary"].split(" - ")[0]
+
+
+def test_piggybacked_services_turn_stale_like_the_masters(cluster):
+    cluster.settings["piggyback"] = "yes"
+    cluster.case("era-3.0-clean")
+    cluster.run("--refresh")
+    cluster.age_cache(2 * 3600)
+    cluster.env["FAKE_GNT_SLEEP"] = "30"     # the refresh it starts is slow
+    hosts = cluster.agent()
+    assert service(hosts)["state"] == "1"
+    web1 = service(hosts, "web1.example.com")
+    assert web1["state"] == "1"
+    assert web1["summary"] == (
+        "no errors or warnings - gnt-cluster verify on the master 2.0 h ago; "
+        "result is 2.0 h old, older than 30 min ([cluster_verify] stale_after)")
+
+
+@needs_root
+def test_a_full_state_dir_never_caches_a_cut_output_as_complete(cluster, tmp_path):
+    """verify's output goes to files in state_dir: on a full file system it
+    is cut (the WARNING at its end is lost) although verify exits 0."""
+    if not shutil.which("unshare"):
+        pytest.skip("no unshare")
+    (tmp_path / "long.out").write_text(
+        "Submitted jobs 1, 2\n" + "Mon Nov 30 16:15:19 2026 * Verifying "
+        "something that takes many words to say\n" * 8000
+        + "  - WARNING:ENODELVM:node:node2.example.com:lost at the end\n")
+    (tmp_path / "long.rc").write_text("0\n")
+    cluster.env["FAKE_GNT_CASE"] = str(tmp_path / "long")
+    assert (tmp_path / "long.out").stat().st_size > 512 * 1024
+    cluster.state_dir.mkdir(parents=True)
+    # a private mount namespace: the tmpfs goes away with the check
+    command = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+               'mount -t tmpfs -o size=256k,mode=0700 tmpfs "$0" && exec "$@"',
+               str(cluster.state_dir)] + check_command(SCRIPT) + ["--refresh"]
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "ganeti_cmk.cfg").write_text(cluster.config_text())
+    env = dict(cluster.env, PATH=os.environ["PATH"], MK_CONFDIR=str(tmp_path / "etc"),
+               MK_VARDIR=str(tmp_path / "var"))
+    proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    svc = assert_valid_output(proc.stdout)[None][SERVICE]
+    assert svc["state"] == "1", svc
+    assert re.match(r"the file system of %s was full while verify ran \(0(\.\d)? "
+                    r"MiB free after it\): its output may be cut - verify ran "
+                    r"\d+ s ago; no complete result yet$" % re.escape(
+                        str(cluster.state_dir)), svc["summary"]), svc["summary"]
+
+
+def cache_of(tmp_path, stdout, stderr="", rc=1, last_complete=None):
+    """Parse `stdout` as verify's and write the cache; the task."""
+    _, task = verify_task(tmp_path)
+    rec = record(**cv.parse_output(rc, stdout.encode(), stderr.encode()))
+    if last_complete is not None:
+        rec["complete"], rec["last_complete"] = False, last_complete
+    background.write_cache(task, rec)
+    return task
+
+
+def test_long_section_titles_and_many_findings_make_a_small_cache(tmp_path):
+    """470 KB of output once made a 38.8 MiB cache the agent refused: each
+    finding stored its 4 KB section title."""
+    out = ("* " + "Verifying a section with a long title " * 105 + "\n"
+           + "".join("  - ERROR:ENODELVM:node:n%d.example.com:lost\n" % i
+                     for i in range(10000)))
+    assert 450000 < len(out) < 500000
+    task = cache_of(tmp_path, out)
+    size = os.path.getsize(task.cache)
+    assert size < 1 << 20, size
+    cache = background.read_cache(task)
+    (r,) = cv.evaluate(cache, cv.Settings(cv.CHECK.config(text="")),
+                       cache["finished"])
+    assert r.metrics[0].value == 10000 and r.state == CRIT
+
+
+def hypothesis_settings(**kwargs):
+    from hypothesis import HealthCheck, settings
+    return settings(deadline=None, suppress_health_check=list(HealthCheck),
+                    **kwargs)
+
+
+def test_any_verify_output_makes_a_cache_the_agent_reads(tmp_path_factory):
+    from hypothesis import given, strategies as st
+    text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=64)
+
+    @hypothesis_settings(max_examples=8)
+    @given(findings=st.integers(0, 12000), title=st.integers(0, 5000),
+           message=st.integers(0, 400), unicode=st.booleans(),
+           sections=st.integers(0, 400), tail=text)
+    def check(findings, title, message, unicode, sections, tail):
+        char = "\u00e9\u2028" if unicode else "x\\x01"
+        lines = ["* %s %d" % (char * (title // 2), i) for i in range(sections)]
+        lines += ["  - %s:ENODE%d:node:%s%d:%s" % (
+            "ERROR" if i % 2 else "WARNING", i % 50, char * 20, i,
+            char * (message // 2)) for i in range(findings)]
+        out = "\n".join(lines) + "\n" + tail
+        base = tmp_path_factory.mktemp("cache")
+        complete = cache_of(base, out, rc=1)
+        last = background.read_cache(complete)
+        task = cache_of(base, out, "stderr " * 20000, rc=-9, last_complete=last)
+        assert os.path.getsize(task.cache) <= background.MAX_CACHE
+        cache = background.read_cache(task)
+        cv.evaluate(cache, cv.Settings(cv.CHECK.config(text="")), cache["finished"])
+
+    check()
+
+
+def test_a_record_too_big_for_the_reader_is_stored_without_its_output(tmp_path):
+    _, task = verify_task(tmp_path)
+    big = record(report=verify.parse("  - ERROR:ENODELVM:node:n:x\n").to_data(),
+                 padding="x" * background.MAX_CACHE)
+    background.write_cache(task, big)
+    assert os.path.getsize(task.cache) < 1 << 20
+    cache = background.read_cache(task)
+    assert cache["complete"] is False
+    (r,) = cv.evaluate(cache, cv.Settings(cv.CHECK.config(text="")),
+                       cache["finished"])
+    assert r.state == UNKNOWN and r.summary.startswith(
+        "the result (8 MiB) is too big to store")
+
+
+CORRUPT = [
+    ("deep nesting", "[" * 200000 + "]" * 200000),
+    ("NaN", '{"version": 2, "command": [], "started": NaN, "finished": 1}'),
+    ("Infinity", None),
+    ("wrong report types", None),
+    ("a finding of 5 fields", None),
+    ("a string for a list", None),
+    ("nested last complete", None),
+    ("binary", "\x00\xff" * 100),
+]
+
+
+def corrupt(name):
+    good = record(report=verify.parse(open(os.path.join(
+        DATA, "era-2.4.out")).read(), "", 1).to_data())
+    if name == "Infinity":
+        return json.dumps(good).replace('"finished": 2', '"finished": Infinity')
+    if name == "wrong report types":
+        good["report"]["failed_jobs"] = "3"
+    if name == "a finding of 5 fields":
+        good["report"]["findings"][0].pop()
+    if name == "a string for a list":
+        good["report"]["stderr"] = "oops"
+    if name == "nested last complete":
+        good["last_complete"] = dict(good, last_complete=dict(good))
+    return json.dumps(good)
+
+
+@pytest.mark.parametrize("name, text", CORRUPT, ids=[n for n, _ in CORRUPT])
+def test_a_corrupt_cache_is_unreadable_and_the_next_refresh_heals_it(
+        cluster, name, text):
+    cluster.case("era-3.0-clean")
+    cluster.state_dir.mkdir(parents=True)
+    cluster.cache.write_text(text or corrupt(name))
+    cluster.cache.chmod(0o600)
+    svc = service(cluster.agent())
+    assert svc["state"] == "3"
+    assert svc["summary"].startswith("no verify result yet: cache %s unreadable ("
+                                     % cluster.cache), svc["summary"]
+    wait_for(lambda: cluster.verifies(), "the refresh")
+    cluster.wait_for_cache()
+    assert service(cluster.agent())["state"] == "0"
+
+
+def test_any_json_in_the_cache_reads_as_a_record_or_as_unreadable(tmp_path_factory):
+    from hypothesis import given, strategies as st
+    leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+    values = st.recursive(leaf, lambda inner: st.lists(inner, max_size=4)
+                          | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                          max_leaves=20)
+    good = json.loads(corrupt("good"))
+    paths = [("report",), ("report", "findings"), ("report", "findings", 0),
+             ("report", "findings", 0, 5), ("report", "more"), ("report", "failure"),
+             ("report", "exit_code"), ("started",), ("cancel",), ("jobs_state",),
+             ("truncated",), ("last_complete",), ("complete",), ("command",)]
+
+    @hypothesis_settings(max_examples=150)
+    @given(path=st.sampled_from(paths), value=values)
+    def check(path, value):
+        data = json.loads(json.dumps(good))
+        target = data
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        _, task = verify_task(tmp_path_factory.mktemp("json"))
+        with open(task.cache, "w") as f:
+            f.write(json.dumps(data))
+        try:
+            cache = background.read_cache(task)
+        except ValueError:
+            return
+        results = cv.evaluate(cache, cv.Settings(cv.CHECK.config(text="[cluster_verify]\npiggyback = yes\n")),
+                              1700000000.0, hosts=("web1.example.org",))
+        assert_valid_output("".join(line + "\n" for line in render_local(results)))
+
+    check()
+
+
+def test_piggyback_with_an_instance_list_beyond_128_kib(cluster):
+    """About 4,000 instances: ssconf_instance_list exceeds Ganeti's 128 KiB."""
+    names = ["instance-%05d.example.com" % i for i in range(5300)]
+    cluster.ssconf(instance_list="\n".join(names))
+    assert (cluster.data_dir / "ssconf_instance_list").stat().st_size > 128 * 1024
+    cluster.settings["piggyback"] = "yes"
+    cluster.case("era-3.0-clean")
+    hosts = cluster.run("--refresh").hosts
+    assert service(hosts)["state"] == "0"
+    assert len(hosts) == 1 + 2 + 5300
+    assert service(hosts, names[-1])["state"] == "0"
+
+
+def test_an_ssconf_list_that_cannot_be_read_keeps_the_masters_service(cluster):
+    (cluster.data_dir / "ssconf_instance_list").unlink()
+    os.mkfifo(str(cluster.data_dir / "ssconf_instance_list"))
+    cluster.settings["piggyback"] = "yes"
+    cluster.case("era-3.0-clean")
+    hosts = cluster.run("--refresh").hosts
+    svc = service(hosts)
+    assert svc["state"] == "1"
+    assert svc["summary"].startswith("no piggyback services: %s: not a regular "
+                                     "file; no errors or warnings" % (
+                                         cluster.data_dir / "ssconf_instance_list"))
+
+
+def test_a_huge_item_does_not_push_the_others_out_of_the_summary(tmp_path):
+    huge = "h" * 100000
+    out = "".join("  - ERROR:EINSTANCEDOWN:instance:%s:instance down\n" % name
+                  for name in (huge, "web1.example.com", "web2.example.com"))
+    task = cache_of(tmp_path, out)
+    cache = background.read_cache(task)
+    (r,) = cv.evaluate(cache, cv.Settings(cv.CHECK.config(text="")),
+                       cache["finished"])
+    assert r.summary.startswith(
+        "3 errors: EINSTANCEDOWN %s... (instance down), EINSTANCEDOWN "
+        "web1.example.com (instance down), EINSTANCEDOWN web2.example.com "
+        "(instance down) - verify ran 0 s ago" % ("h" * 57)), r.summary
+
+
+def test_host_names_checkmk_would_drop_get_no_piggyback_service(cluster):
+    long_name = ("a" * 60 + ".") * 4 + "example.com"     # 255 characters
+    cluster.ssconf(instance_list="web1.example.com\n" + long_name)
+    cluster.settings["piggyback"] = "yes"
+    cluster.case("era-3.0-clean")
+    hosts = cluster.run("--refresh").hosts
+    assert long_name not in hosts and "web1.example.com" in hosts
+    assert "no piggyback service for 1 host: %s... (not a host name Checkmk " \
+        "accepts: longer than 240 characters or other characters than " \
+        "letters, digits, '.', '-' and '_')" % long_name[:57] \
+        in service(hosts)["details"]
+
+
+@needs_root
+@pytest.mark.parametrize("kind", ["fifo", "other owner", "symlink"])
+def test_the_cache_is_read_safely(cluster, tmp_path, kind):
+    cluster.case("era-3.0-clean")
+    cluster.run("--refresh")
+    good = tmp_path / "good.json"
+    shutil.copy(str(cluster.cache), str(good))
+    cluster.cache.unlink()
+    if kind == "fifo":
+        os.mkfifo(str(cluster.cache), 0o600)
+        why = "not a regular file"
+    elif kind == "other owner":
+        shutil.copy(str(good), str(cluster.cache))
+        os.chown(str(cluster.cache), 65534, 65534)
+        why = "owned by uid 65534, not by root"
+    else:
+        os.symlink(str(good), str(cluster.cache))
+        why = "Too many levels of symbolic links"
+    svc = service(cluster.agent())      # at once: a FIFO never blocks it
+    assert svc["state"] == "3"
+    assert svc["summary"].startswith("no verify result yet: cache %s unreadable "
+                                     "(%s: %s)" % (cluster.cache, cluster.cache,
+                                                   why)), svc["summary"]

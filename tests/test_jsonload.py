@@ -62,6 +62,28 @@ def test_constants_and_nesting_as_json_has_them():
             raise AssertionError("no RecursionError")
 
 
+def refuse(word):
+    raise ValueError("no %s here" % word)
+
+
+@settings(max_examples=200)
+@given(values, st.sampled_from(["NaN", "Infinity", "-Infinity", "1"]))
+def test_parse_constant_as_json_loads_takes_it(value, constant):
+    text = "[%s, %s]" % (json.dumps(value), constant)
+    try:
+        expected = json.loads(text, parse_constant=refuse)
+    except ValueError as e:
+        try:
+            loads(text, parse_constant=refuse)
+        except ValueError as got:
+            assert str(got) == str(e)
+        else:
+            raise AssertionError("no error for %r" % text)
+    else:
+        assert loads(text, parse_constant=refuse) == expected
+        assert loads(text) == json.loads(text)
+
+
 def test_a_successful_parse_imports_neither_json_nor_re():
     """What it is for: as the checks run (the system python3, -I -S)."""
     code = ("import sys; sys.path.append(%r); from ganeti_cmk.jsonload import loads; "

@@ -193,6 +193,8 @@ def test_failed_group_job_message_is_decoded():
     ("no-daemon-3.0", verify.NO_DAEMON, None),
     ("queue-drained", verify.QUEUE_DRAINED, "Failure: the job queue is marked "
      "for drain and doesn't accept new requests"),
+    ("queue-drained-3.0", verify.QUEUE_DRAINED,
+     "Unhandled Ganeti error: Queue drained"),
     ("queue-full", verify.QUEUE_FULL, None),
     ("no-permission", verify.NO_PERMISSION, "It seems you don't have "
      "permissions to connect to the master daemon."),

@@ -22,28 +22,50 @@ wait behind the job holding the locks, and every refresh would add more).
 
 A record is a dict: version, command, started, finished, timeout,
 timed_out, error (could not run), truncated ({stream: size} beyond the
-limits), plus what `parse` returns.  `age_problems` says when a record is
-stale or from the future; a check's evaluation does the rest.
+limits), disk_full (bytes free in state_dir's file system after a run
+that may have lost output to it), plus what `parse` returns, and
+`complete`: parse's own verdict (default True) unless the run timed out,
+could not run, was killed by a signal, or its output was cut.  A record
+that is not complete carries the last complete one as `last_complete`
+(`complete_record()`), so an incomplete run never replaces a verdict.
+`age_problems` says when a record is stale or from the future; a check's
+evaluation does the rest.
+
+Bounds: the cache file is at most MAX_CACHE (the reader refuses more; a
+record that would not fit is stored without its output: `error` says
+so); a corrupt cache of any shape reads as "unreadable" and the next
+refresh replaces it.  A refresh ends within `timeout` + DEADLINE_GRACE
+(the command's kill, gnt-job list and gnt-job cancel fit in it).  The
+lock and cache are 0600 files in a 0700 `state_dir`; a lock held longer
+than a refresh can take (`timeout` + DEADLINE_GRACE) is reported with
+the pid and command of what holds it (`lock_problem`).
 """
 
+import math
 import os
 import sys
 import time
 
+from . import procfs
 from .command import KILL_GRACE, run_bounded
 from .jsonload import loads
-from .localcheck import OK, WARN, Problem, sanitize, worst
+from .localcheck import CRIT, OK, WARN, Problem, sanitize, worst
 from .runner import extend_deadline
-from .statefile import write_atomically
+from . import statefile
 from .words import format_duration
 
 MIB = 1 << 20
-DEADLINE_GRACE = 60       # s a refresh may take beyond the task's timeout
+DEADLINE_GRACE = 60       # s a refresh may take beyond the task's timeout:
+#                           KILL_GRACE + 2 JOBS_TIMEOUT + CANCEL_TIMEOUT fit
 SYSTEMD_RUN_TIMEOUT = 10  # s systemd-run --no-block may take
+JOBS_TIMEOUT = 10         # s gnt-job list may take after a timeout
 CANCEL_TIMEOUT = 30       # s gnt-job cancel may take after a timeout
 CANCEL_OUTPUT = 64 * 1024  # bytes of gnt-job cancel's output read
+JOBS_OUTPUT = 256 * 1024  # bytes of gnt-job list's output read
+JOBS_KEPT = 20            # running jobs kept in a record
 CLOCK_SLACK = 60          # s a result may seem to come from the future
-MAX_CACHE = 32 * MIB      # a bigger cache file is not one a check wrote
+MAX_CACHE = 8 * MIB       # a bigger cache file is not one a check wrote
+DISK_MARGIN = MIB         # bytes state_dir's file system must keep free
 NOTE_TEXT = 200           # characters of a command's complaint in a note
 
 
@@ -62,7 +84,7 @@ class Task:
     def __init__(self, name, module, command, parse, state_dir, timeout,
                  max_age, config_path, version=1, limits=(16 * MIB, MIB),
                  valid=None, cancel_jobs=None, gnt_job=None, systemd_run=None,
-                 unit=None, description=None):
+                 unit=None, description=None, proc="/proc"):
         self.name = name
         self.module = module
         self.command = command
@@ -81,6 +103,7 @@ class Task:
         self.systemd_run = systemd_run
         self.unit = unit or "ganeti-cmk-%s-refresh" % name.replace("_", "-")
         self.description = description or "%s refresh (ganeti-cmk)" % name
+        self.proc = proc
 
 
 def systemd_run(path, system_dir):
@@ -95,35 +118,117 @@ def systemd_run(path, system_dir):
 def read_cache(task):
     """The cached record of `task` as a dict, None when there is none.
 
-    ValueError when the file is not a record this version wrote (or one
-    too big to be one: every agent run reads it).
+    Read with statefile.read (no link, no FIFO, ours, private, at most
+    MAX_CACHE).  ValueError when the file is not a record this version
+    wrote, in any way (nesting, types, NaN): the next refresh replaces it.
     """
     try:
-        with open(task.cache, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > MAX_CACHE:
-                raise ValueError("%s, more than a result can take" % _mib(size))
-            data = f.read(MAX_CACHE + 1)
+        data = statefile.read(task.cache, MAX_CACHE)
     except FileNotFoundError:
         return None
-    record = loads(data.decode("utf-8", "replace"))
-    if not (isinstance(record, dict) and record.get("version") == task.version
-            and isinstance(record.get("finished"), (int, float))
-            and isinstance(record.get("started"), (int, float))
-            and task.valid(record)):
-        raise ValueError("not a %s cache of version %d" % (task.name, task.version))
+    try:
+        record = loads(data.decode("utf-8", "replace"), parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply")
+    _check_record(task, record)
+    if record.get("last_complete") is not None:
+        _check_record(task, record["last_complete"])
+        if record["last_complete"].get("last_complete") is not None:
+            raise ValueError("a last complete record inside one")
     return record
+
+
+def _no_constant(name):
+    raise ValueError("%s is not a number a check writes" % name)
+
+
+def _check_record(task, record):
+    """ValueError unless `record` has the engine's fields and the task's."""
+    def number(value):
+        return type(value) in (int, float) and math.isfinite(value)
+    if not (isinstance(record, dict) and record.get("version") == task.version
+            and number(record.get("finished")) and number(record.get("started"))
+            and number(record.get("timeout", 0))
+            and isinstance(record.get("command"), list)
+            and all(isinstance(arg, str) for arg in record["command"])
+            and isinstance(record.get("timed_out"), bool)
+            and isinstance(record.get("complete", True), bool)
+            and isinstance(record.get("error"), (str, type(None)))
+            and isinstance(record.get("truncated", {}), dict)
+            and all(type(v) is int for v in record.get("truncated", {}).values())
+            and type(record.get("disk_full", 0)) is int
+            and _valid_jobs_state(record.get("jobs_state"))
+            and _valid_cancel(record.get("cancel"))
+            and _valid(task, record)):
+        raise ValueError("not a %s cache of version %d" % (task.name, task.version))
+
+
+def _valid_jobs_state(state):
+    def row(r):
+        return (isinstance(r, list) and len(r) == 4 and type(r[0]) is int
+                and isinstance(r[1], str) and isinstance(r[2], str)
+                and (r[3] is None or type(r[3]) is int))
+    return state is None or (
+        isinstance(state, dict) and isinstance(state.get("error"), (str, type(None)))
+        and all(isinstance(state.get(key), list) and all(map(row, state[key]))
+                for key in ("ours", "running")))
+
+
+def _valid_cancel(cancel):
+    return cancel is None or (
+        isinstance(cancel, dict) and isinstance(cancel.get("command"), list)
+        and all(isinstance(arg, str) for arg in cancel["command"])
+        and (cancel.get("exit_code") is None or type(cancel["exit_code"]) is int)
+        and isinstance(cancel.get("output"), str)
+        and isinstance(cancel.get("error"), (str, type(None))))
+
+
+def _valid(task, record):
+    try:
+        return task.valid(record)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return False
 
 
 def write_cache(task, record):
     """Write atomically: a reader sees the old file or the new, never half.
 
-    An empty directory in its place is removed (OSError for another one).
+    Never more than the reader accepts (MAX_CACHE): without the last
+    complete record first, then without what the command said.  Every
+    write and the final size are checked (statefile; OSError).  An empty
+    directory in its place is removed (OSError for another one).
     """
     import json
+    text = json.dumps(record, allow_nan=False)
+    if len(text) > MAX_CACHE and record.get("last_complete"):
+        record = dict(record, last_complete=None)
+        text = json.dumps(record, allow_nan=False)
+    if len(text) > MAX_CACHE:
+        size = len(text)
+        record = dict(_failed(task, record["started"], record["finished"],
+                              "the result (%s) is too big to store" % _mib(size)),
+                      last_complete=record.get("last_complete"))
+        text = json.dumps(record, allow_nan=False)
     if os.path.isdir(task.cache) and not os.path.islink(task.cache):
         os.rmdir(task.cache)
-    write_atomically(task.cache, json.dumps(record))
+    statefile.write_atomically(task.cache, text)
+
+
+def complete_record(record):
+    """The newest complete record: `record` itself, or the one it kept."""
+    if record is None or record.get("complete", True):
+        return record
+    return record.get("last_complete")
+
+
+def _failed(task, started, finished, error):
+    """A record of a run that produced nothing."""
+    record = {"version": task.version, "command": task.command,
+              "started": started, "finished": finished, "timeout": task.timeout,
+              "timed_out": False, "error": error}
+    record.update(task.parse(None, b"", b""))
+    record["complete"] = False
+    return record
 
 
 def _mib(size):
@@ -171,7 +276,7 @@ class Lock:
             self.fd = None
 
     def holder(self):
-        """(pid, since) of the last holder that recorded itself, or None."""
+        """(pid, since) of the last refresher that recorded itself, or None."""
         try:
             fd = _open_regular(self.path, os.O_RDONLY, replace_link=False)
             try:
@@ -184,25 +289,97 @@ class Lock:
 
 
 def _open_regular(path, flags, replace_link=True):
-    """os.open a regular file, never through a symbolic link.
+    """os.open a regular file of ours, never through a symbolic link, mode
+    0600 (another user who could open it could hold the lock).
 
     A link found there is removed and the file opened again (once);
-    OSError when it is something else than a regular file.
+    OSError when it is something else than a regular file or not ours.
     """
     flags |= os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
-        fd = os.open(path, flags, 0o644)
+        fd = os.open(path, flags, 0o600)
     except OSError:
         if not (replace_link and os.path.islink(path)):
             raise
         os.unlink(path)
-        fd = os.open(path, flags, 0o644)
+        fd = os.open(path, flags, 0o600)
+    import errno
     import stat
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (remove it)", path)
+        if st.st_uid not in (0, os.geteuid()):
+            raise OSError(errno.EPERM, "owned by uid %d (remove it)"
+                          % st.st_uid, path)
+        if st.st_mode & 0o077 and flags & os.O_RDWR:
+            os.fchmod(fd, 0o600)
+    except BaseException:
         os.close(fd)
-        import errno
-        raise OSError(errno.EINVAL, "not a regular file (remove it)", path)
+        raise
     return fd
+
+
+def _holders(task):
+    """[(pid, started, argv)] of the processes with the lock file open
+    (its holders and waiters), oldest first; `started` in time.time()."""
+    try:
+        st = os.stat(task.lock, follow_symlinks=False)
+        pids = procfs.pids(task.proc)
+        boot = time.time() - procfs.boot_time()  # when this machine booted
+    except OSError:
+        return []
+    found = []
+    for pid in pids:
+        fds = "%s/%d/fd" % (task.proc, pid)
+        try:
+            names = os.listdir(fds)
+        except OSError:
+            continue
+        for name in names:
+            try:
+                other = os.stat("%s/%s" % (fds, name))
+            except OSError:
+                continue
+            if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                started = procfs.start_time(task.proc, pid)
+                argv = procfs.cmdline(task.proc, pid)
+                if started is not None:
+                    found.append((pid, boot + started, argv or []))
+                break
+    return sorted(found, key=lambda h: h[1])
+
+
+def lock_problem(task, now):
+    """A Problem about the lock another process holds: OK while a refresh
+    may still be running, WARN once it is held longer than a refresh can
+    take (`timeout` + DEADLINE_GRACE), CRIT beyond twice that; then the
+    holder's pid and command are named (its argv is untrusted text)."""
+    recorded = Lock(task.lock).holder()
+    bound = task.timeout + DEADLINE_GRACE
+    if recorded and -CLOCK_SLACK <= now - recorded[1] <= bound:
+        return Problem(OK, "refresh running for %s (pid %d)" % (
+            format_duration(max(0, now - recorded[1])), recorded[0]))
+    holders = _holders(task)
+    if recorded and any(pid == recorded[0] for pid, _, _ in holders):
+        since = recorded[1]
+    elif holders:
+        since = max(holders[0][1], recorded[1] if recorded else 0)
+    elif recorded:
+        since = recorded[1]
+    else:
+        return Problem(OK, "refresh running")
+    held = now - since
+    if held <= bound:
+        return Problem(OK, "refresh running for %s" % format_duration(max(0, held)))
+    state = CRIT if held > 2 * bound else WARN
+    who = ", ".join("pid %d (%s)" % (pid, sanitize(" ".join(argv) or "?",
+                                                   NOTE_TEXT))
+                    for pid, _, argv in holders[:3]) or "a process not seen here"
+    return Problem(state, "%s is held for %s, longer than a refresh takes (%s), "
+                   "by %s: no refresh can run; end that process" % (
+                       task.lock, format_duration(held), format_duration(bound),
+                       who))
 
 
 # ------------------------------------------------------------ running it
@@ -231,12 +408,74 @@ def run_task(task, keep_fds=()):
                  if size > limit}
     if truncated:
         record["truncated"] = truncated
+    free = _free_after(task, sum(size for _, size in outputs))
+    if free is not None:
+        record["disk_full"] = free
     record.update(task.parse(None if record["timed_out"] else returncode,
                              outputs[0][0], outputs[1][0]))
+    record["complete"] = bool(
+        record.get("complete", True) and not record["timed_out"]
+        and record["error"] is None and not truncated and free is None
+        and returncode is not None and returncode >= 0)
     jobs = task.cancel_jobs(record) if task.cancel_jobs else ()
     if record["timed_out"] and jobs:
+        record["jobs_state"] = jobs_state(task, jobs)
         record["cancel"] = cancel_jobs(task, jobs)
     return record
+
+
+def _free_after(task, written):
+    """Bytes free in state_dir's file system when that is so little that
+    the command's output (`written` bytes, freed since) may have filled
+    it (its writes then failed, its output is cut); else None."""
+    try:
+        st = os.statvfs(task.state_dir)
+    except OSError:
+        return None
+    free = (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+    return free if free < written + DISK_MARGIN else None
+
+
+def jobs_state(task, jobs):
+    """What Ganeti says about `jobs` and the jobs running now (whose locks
+    they may wait for): {"ours": rows, "running": rows, "error": text},
+    a row [id, status, summary, started (time.time() or None)]."""
+    result = {"ours": [], "running": [], "error": None}
+    for key, selection in (("ours", [str(job) for job in jobs]),
+                           ("running", ["--running"])):
+        command = [task.gnt_job, "list", "--no-headers", "--separator=|",
+                   "-o", "id,status,summary,start_ts"] + selection
+        try:
+            returncode, timed_out, outputs = run_bounded(
+                command, JOBS_TIMEOUT, task.state_dir, (JOBS_OUTPUT, 0))
+        except OSError as e:
+            result["error"] = "cannot run %s (%s)" % (task.gnt_job,
+                                                      e.strerror or e)
+            break
+        if timed_out or returncode != 0:
+            result["error"] = "gnt-job list %s" % (
+                "did not finish within %d s" % JOBS_TIMEOUT if timed_out
+                else "exited with %s" % returncode)
+            break
+        rows = [_job_row(line) for line in outputs[0][0].decode(
+            "utf-8", "replace").splitlines()]
+        rows = [row for row in rows if row]
+        if key == "running":
+            rows = [row for row in rows if row[0] not in jobs][:JOBS_KEPT]
+        result[key] = rows
+    return result
+
+
+def _job_row(line):
+    """[id, status, summary, started] of one `gnt-job list` line, or None.
+    start_ts reads "[seconds, microseconds]" (None before the job ran)."""
+    fields = line.split("|")
+    if len(fields) < 4 or not fields[0].strip().isdigit():
+        return None
+    started = fields[-1].strip("[] ").split(",")[0].strip()
+    return [int(fields[0]), sanitize(fields[1], 20),
+            sanitize("|".join(fields[2:-1]), NOTE_TEXT),
+            int(started) if started.isdigit() else None]
 
 
 def cancel_jobs(task, jobs):
@@ -268,10 +507,10 @@ def refresh(task, wait, log):
     wait=True (--refresh): wait for a running refresh and use its record
     when it finished after we asked; else run our own.
     """
-    make_state_dir(task.state_dir)
+    statefile.make_dir(task.state_dir)
     asked = time.time()
     lock = Lock(task.lock)
-    patience = task.timeout + KILL_GRACE + 10 if wait else 0
+    patience = task.timeout + DEADLINE_GRACE + KILL_GRACE if wait else 0
     extend_deadline(patience + task.timeout + DEADLINE_GRACE)
     if not lock.acquire(wait=patience):
         if not wait:
@@ -296,11 +535,21 @@ def refresh(task, wait, log):
                 return None
         log("running %s (timeout %s)" % (" ".join(task.command),
                                          format_duration(task.timeout)))
+        previous = record
         record = run_task(task, keep_fds=(lock.fd,))
-        write_cache(task, record)
+        write_cache(task, keep_complete(record, previous))
         return record
     finally:
         lock.release()
+
+
+def keep_complete(record, previous):
+    """`record`, carrying the last complete record when it is not one."""
+    if not record.get("complete", True):
+        last = complete_record(previous)
+        if last is not None and last.get("command") == record.get("command"):
+            record["last_complete"] = dict(last, last_complete=None)
+    return record
 
 
 def refresh_in_background(task, log):
@@ -309,14 +558,14 @@ def refresh_in_background(task, log):
         refresh(task, False, log)
     except Exception as e:
         now = time.time()
-        record = {"version": task.version, "command": task.command,
-                  "started": now, "finished": now, "timeout": task.timeout,
-                  "timed_out": False,
-                  "error": "the background refresh failed: %s: %s"
-                           % (type(e).__name__, e)}
-        record.update(task.parse(None, b"", b""))
         try:
-            write_cache(task, record)
+            previous = read_cache(task)
+        except (OSError, ValueError):
+            previous = None
+        record = _failed(task, now, now, "the background refresh failed: "
+                         "%s: %s" % (type(e).__name__, e))
+        try:
+            write_cache(task, keep_complete(record, previous))
         except OSError:
             pass
         raise
@@ -375,18 +624,10 @@ def spawn_refresh(task):
 def os_problem(e):
     """An OSError about the state files: which file, what is wrong."""
     text = "%s: %s" % (e.filename, e.strerror) if e.filename else str(e)
-    if isinstance(e, PermissionError):
+    import errno
+    if e.errno == errno.EACCES:
         text += " (run the check as root)"
     return text
-
-
-def make_state_dir(state_dir):
-    try:
-        os.makedirs(state_dir, exist_ok=True)
-    except FileExistsError:  # a file
-        import errno
-        raise OSError(errno.ENOTDIR, "not a directory ([paths] state_dir)",
-                      state_dir)
 
 
 def fresh(task, record, now):
@@ -434,19 +675,20 @@ def latest(task, now, log):
                 record["finished"] - now)
     lock = Lock(task.lock)
     try:
-        make_state_dir(task.state_dir)
+        statefile.make_dir(task.state_dir)
         free = lock.acquire(record=False)
         lock.release()
         if free:
             problem = spawn_refresh(task)
             log(problem.text)
+            full = _free_after(task, 0)
+            if full is not None:
+                problem = Problem(WARN, "%s; the file system of %s has only %s "
+                                  "free: results may not be stored" % (
+                                      problem.text, task.state_dir,
+                                      _mib(full)))
         else:
-            holder = lock.holder()
-            text = "refresh running"
-            if holder:
-                text += " for %s (pid %d)" % (
-                    format_duration(max(0, now - holder[1])), holder[0])
-            problem = Problem(OK, text)
+            problem = lock_problem(task, now)
     except OSError as e:
         problem = Problem(WARN, "cannot start a background refresh: %s"
                           % os_problem(e))

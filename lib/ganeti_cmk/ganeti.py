@@ -125,21 +125,21 @@ def node_name(configured, state_dir):
     return (configured or fqdn(state_dir)).lower().rstrip(".")
 
 
-def read_ssconf(data_dir, key):
+def read_ssconf(data_dir, key, limit=SSCONF_MAX):
     """The value of `ssconf_<key>` without trailing newlines, or None.
 
-    A link, FIFO or file over Ganeti's size limit raises OSError.
+    A link, FIFO or file over `limit` (Ganeti's size limit) raises OSError.
     """
     try:
-        data = read_bounded(os.path.join(data_dir, "ssconf_" + key), SSCONF_MAX)
+        data = read_bounded(os.path.join(data_dir, "ssconf_" + key), limit)
     except (FileNotFoundError, NotADirectoryError):
         return None
     return data.decode("utf-8", "replace").rstrip("\n")
 
 
-def read_ssconf_list(data_dir, key):
+def read_ssconf_list(data_dir, key, limit=SSCONF_MAX):
     """An ssconf list value (one item per line) as a list; [] when absent."""
-    value = read_ssconf(data_dir, key)
+    value = read_ssconf(data_dir, key, limit)
     return [line.strip() for line in (value or "").splitlines() if line.strip()]
 
 

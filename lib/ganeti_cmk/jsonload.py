@@ -17,30 +17,34 @@ _CONSTANTS = {"-Infinity": float("-inf"), "Infinity": float("inf"),
 
 
 class _Settings:
-    """What json.JSONDecoder() passes the scanner by default."""
+    """What json.JSONDecoder(parse_constant=...) passes the scanner."""
 
     strict = True
     object_hook = None
     object_pairs_hook = None
     parse_float = float
     parse_int = int
-    parse_constant = _CONSTANTS.__getitem__
+
+    def __init__(self, parse_constant):
+        self.parse_constant = parse_constant
 
 
-_scan = []  # the scanner, made once
+_scanners = {}  # parse_constant -> the scanner made with it
 
 
-def loads(text):
-    """json.loads(text) for a str."""
+def loads(text, parse_constant=None):
+    """json.loads(text, parse_constant=parse_constant) for a str."""
     try:
-        if not _scan:
+        scan = _scanners.get(parse_constant)
+        if scan is None:
             from _json import make_scanner
-            _scan.append(make_scanner(_Settings))
+            scan = _scanners[parse_constant] = make_scanner(
+                _Settings(parse_constant or _CONSTANTS.__getitem__))
         start = len(text) - len(text.lstrip(_WHITESPACE))
-        value, end = _scan[0](text, start)
+        value, end = scan(text, start)
         if not text[end:].strip(_WHITESPACE):
             return value
     except Exception:  # noqa: BLE001 - json.loads() says what is wrong
         pass
     import json
-    return json.loads(text)
+    return json.loads(text, parse_constant=parse_constant)

@@ -42,10 +42,14 @@ CODES = {
 
 # What a Report keeps (a cache every agent run reads must stay small): the
 # first MAX_FINDINGS findings (the rest only counted, by severity and code),
-# the first MAX_LINES of every other list, MAX_LINE characters of a line.
+# the first MAX_LINES of every other list, MAX_LINE characters of a line,
+# and in the cache (to_data) at most MAX_BYTES of JSON: section titles
+# once each, the findings and lines beyond the budget only counted.
 MAX_FINDINGS = 10000
 MAX_LINES = 1000
 MAX_LINE = 4096
+LONG_LINE = 1 << 18  # characters of a stdout line parsed (its fields cut to MAX_LINE)
+MAX_BYTES = 2 << 20
 
 # Why verify could not run, as told on stderr.
 NOT_MASTER = "not master"
@@ -85,7 +89,7 @@ _JOB_STDERR = (r"(?:Job \d+(?: for .*)? (?:has failed: |has been archived)"
 _FAILURES = (
     (NOT_MASTER, r"This is not the master node"),
     (NOT_IN_CLUSTER, r"Cluster not initialized|not part of a cluster"),
-    (QUEUE_DRAINED, r"job queue is marked for drain"),
+    (QUEUE_DRAINED, r"job queue is marked for drain|Queue drained"),
     (QUEUE_FULL, r"job queue is full"),
     (NO_PERMISSION, r"permissions? to connect to the master daemon"),
     (NO_DAEMON, r"Cannot communicate with the (?:master|config) daemon|Timeout "
@@ -219,29 +223,129 @@ class Report:
             items.append(value)
             return value
         if key == "findings":
-            tally, key = self.more, "%s:%s" % (value.severity, value.code or "")
+            tally, key = self.more, _tally(value)
         else:
             tally = self.dropped
         tally[key] = tally.get(key, 0) + 1
         return None
 
-    def to_data(self):
-        """A JSON-ready dict (for the cache)."""
-        data = {key: getattr(self, key) for key in self.__slots__}
-        data["findings"] = [f.to_list() for f in self.findings]
+    def to_data(self, budget=MAX_BYTES):
+        """A JSON-ready dict (for the cache) of at most about `budget`
+        bytes as JSON: the lists are kept in the order of what tells most
+        (stderr, job errors, findings, notes, the rest) until the budget is
+        spent; what does not fit is counted in `more` and `dropped`.
+        A finding names its section by its index in `sections`.
+        """
+        import json
+        left = [budget - 65536]  # the job ids, scalars and counters
+
+        def take(value):
+            cost = len(json.dumps(value)) + 2
+            if cost > left[0]:
+                return False
+            left[0] -= cost
+            return True
+
+        data = {key: getattr(self, key) for key in (
+            "jobs", "failed_jobs", "waited_for_locks", "exit_code")}
         data["failure"] = list(self.failure) if self.failure else None
+        take(data["failure"])
+        more, dropped = dict(self.more), dict(self.dropped)
+        kept = {}
+        for key in ("stderr", "job_errors"):
+            kept[key] = self._kept(key, getattr(self, key), take, dropped)
+        sections, index, findings = [], {}, []
+        for f in self.findings:
+            row = f.to_list()
+            if f.section is not None and f.section not in index:
+                if take(f.section):
+                    index[f.section] = len(sections)
+                    sections.append(f.section)
+            row[5] = index.get(f.section)
+            if take(row):
+                findings.append(row)
+            else:
+                tally = _tally(f)
+                more[tally] = more.get(tally, 0) + 1
+        for title in self.sections:
+            if title not in index and take(title):
+                index[title] = len(sections)
+                sections.append(title)
+        for key in ("notes", "unrecognised"):
+            kept[key] = self._kept(key, getattr(self, key), take, dropped)
+        if len(sections) < len(self.sections):
+            dropped["sections"] = dropped.get("sections", 0) + (
+                len(self.sections) - len(sections))
+        data.update(kept, findings=findings, sections=sections, more=more,
+                    dropped=dropped)
         return data
+
+    @staticmethod
+    def _kept(key, items, take, dropped):
+        kept = []
+        for item in items:
+            if not take(item):
+                dropped[key] = dropped.get(key, 0) + len(items) - len(kept)
+                break
+            kept.append(item)
+        return kept
 
     @classmethod
     def from_data(cls, data):
-        """The inverse of to_data(); unknown keys are ignored."""
-        report = cls()
-        for key in cls.__slots__:
-            if key in data:
-                setattr(report, key, data[key])
-        report.findings = [Finding(*f) for f in report.findings]
-        report.failure = tuple(report.failure) if report.failure else None
+        """The inverse of to_data(); ValueError when `data` is not what
+        to_data() makes (a cache of another shape must not be misread)."""
+        if not isinstance(data, dict):
+            raise ValueError("not a dict")
+        report = cls(_optional(data.get("exit_code"), int))
+        for key in ("notes", "sections", "job_errors", "unrecognised", "stderr"):
+            setattr(report, key, _list(data.get(key, []), str))
+        report.jobs = _list(data.get("jobs", []), int)
+        report.failed_jobs = _typed(data.get("failed_jobs", 0), int)
+        report.waited_for_locks = _typed(data.get("waited_for_locks", False), bool)
+        for key in ("more", "dropped"):
+            tally = _typed(data.get(key, {}), dict)
+            _list(list(tally.values()), int)
+            setattr(report, key, tally)
+        failure = _optional(data.get("failure"), list)
+        if failure is not None:
+            report.failure = tuple(_list(failure, str))
+            if len(failure) != 2:
+                raise ValueError("failure is not [kind, text]")
+        for row in _list(data.get("findings", []), list):
+            if len(row) != 6:
+                raise ValueError("a finding is not 6 fields")
+            severity, code, item_type, item, message, section = row
+            section = _optional(section, int)
+            report.findings.append(Finding(
+                _typed(severity, str), _optional(code, str),
+                _optional(item_type, str), _optional(item, str),
+                _typed(message, str),
+                None if section is None else report.sections[section]
+                if 0 <= section < len(report.sections) else None))
         return report
+
+
+def _tally(finding):
+    """'SEVERITY:CODE' to count a finding not stored (CODE empty when it is
+    not a known one: the counters stay few)."""
+    return "%s:%s" % (finding.severity,
+                      finding.code if finding.code in CODES else "")
+
+
+def _typed(value, kind):
+    if type(value) is not kind:  # bool is not an int here
+        raise ValueError("%r is not %s" % (type(value).__name__, kind.__name__))
+    return value
+
+
+def _optional(value, kind):
+    return None if value is None else _typed(value, kind)
+
+
+def _list(value, kind):
+    for item in _typed(value, list):
+        _typed(item, kind)
+    return value
 
 
 def parse(stdout, stderr="", exit_code=None):
@@ -259,7 +363,7 @@ def _parse_stdout(report, stdout):
     rx = _regexes()
     match, finding_like = rx.line, rx.finding_like
     for line in stdout.split("\n"):
-        line = line[:MAX_LINE].rstrip()
+        line = line[:LONG_LINE].rstrip()
         if not line:
             continue
         group = match(line).group
@@ -269,33 +373,33 @@ def _parse_stdout(report, stdout):
             if code is not None:
                 item = group("citem")
                 last = Finding(severity, code, group("ctype") or None,
-                               None if item in ("None", "") else decode(item),
-                               decode(group("cmsg")), section)
+                               None if item in ("None", "") else _cut(item),
+                               _cut(group("cmsg")), section)
             elif group("ptype") is not None:
                 last = Finding(severity, None, group("ptype"),
-                               decode(group("pitem") or "") or None,
-                               decode(group("pmsg")), section)
+                               _cut(group("pitem") or "") or None,
+                               _cut(group("pmsg")), section)
             else:
                 last = Finding(severity, None, None, None,
-                               decode(group("smsg")), section)
+                               _cut(group("smsg")), section)
             last = add("findings", last)
         elif (group("cont") is not None and last is not None
               and not (group("cont").startswith("- ")
                        and finding_like(group("cont")))):
             if len(last.message) < MAX_LINE:
-                last.message = "%s %s" % (last.message, decode(group("cont")))
+                last.message = "%s %s" % (last.message, _cut(group("cont")))
         elif group("ntag") is not None:
-            add("notes", "%s: %s" % (group("ntag"), decode(group("nmsg"))))
+            add("notes", "%s: %s" % (group("ntag"), _cut(group("nmsg"))))
             last = None
         elif group("bullet") is not None:
-            text = decode(group("bullet"))
+            text = _cut(group("bullet"))
             if finding_like(text):
                 last = _unrecognised(report, text, section)
             else:
                 add("notes", text)
                 last = None
         elif group("section") is not None:
-            section = decode(group("section"))
+            section = _cut(group("section"))
             add("sections", section)
             last = None
         elif group("jobs") is not None:
@@ -314,9 +418,14 @@ def _parse_stdout(report, stdout):
             last = _unrecognised(report, text, section) if text else None
 
 
+def _cut(text):
+    """decode() at most MAX_LINE characters of a field."""
+    return decode(text[:MAX_LINE])
+
+
 def _unrecognised(report, line, section):
     """Keep an unknown line; one that looks like a problem is a finding."""
-    text = decode(line.strip())
+    text = _cut(line.strip())
     m = _regexes().finding_like(text)
     if m is None:
         report.add("unrecognised", text)

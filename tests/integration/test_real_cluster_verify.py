@@ -7,11 +7,12 @@ in the same test, never hard-coded; the check must report exactly that.
 
 import re
 import shutil
+import time
 
 import pytest
 
 from realcluster import in_ns
-from ganeti_cmk import ganeti
+from ganeti_cmk import background, ganeti
 
 pytestmark = pytest.mark.integration
 
@@ -140,3 +141,58 @@ def test_check_is_silent_when_ssconf_names_another_master(cluster, check, tmp_pa
     services = check("ganeti_cluster_verify", "--refresh",
                      sections={"paths": {"ganeti_data_dir": other}})
     assert services == {}
+
+
+def test_a_drained_queue_says_verify_did_not_run(cluster, check):
+    """Ganeti 3.0 says only "Unhandled Ganeti error: Queue drained" (exit 1)."""
+    in_ns("gnt-cluster", "queue", "drain")
+    try:
+        services = check("ganeti_cluster_verify", "--refresh")
+    finally:
+        in_ns("gnt-cluster", "queue", "undrain")
+    svc = services[SERVICE]
+    print("drained:", svc["state"], svc["summary"])
+    assert svc["state"] == "1", svc
+    assert svc["summary"].startswith(
+        "the job queue is drained, verify did not run (upgrade in progress? "
+        "gnt-cluster queue undrain): Unhandled Ganeti error: Queue drained - "
+        "verify ran "), svc
+
+
+def submit_delay(seconds):
+    """The id of a `gnt-debug delay` job holding the cluster's locks (an
+    undrained queue may refuse jobs for a moment)."""
+    end = time.monotonic() + 60
+    while True:
+        proc = in_ns("gnt-debug", "delay", "--submit", str(seconds), check=False)
+        found = re.search(r"JobID: (\d+)", proc.stdout + proc.stderr)
+        if found:
+            return found.group(1)
+        assert time.monotonic() < end, proc.stdout + proc.stderr
+        time.sleep(1)
+
+
+def test_verify_behind_another_jobs_locks_names_that_job(cluster, check):
+    """Ganeti 3.0 prints nothing on stderr while verify waits for locks: the
+    check asks gnt-job which job holds them, cancels verify's jobs, and the
+    whole refresh ends within timeout + background.DEADLINE_GRACE."""
+    timeout = 15
+    delay = submit_delay(45)
+    try:
+        began = time.monotonic()
+        services = check("ganeti_cluster_verify", "--refresh", sections={
+            "cluster_verify": {"timeout": "%ds" % timeout}})
+        took = time.monotonic() - began
+    finally:
+        in_ns("gnt-job", "watch", delay, timeout=120, check=False)
+    svc = services[SERVICE]
+    print("locks:", svc["state"], svc["summary"], "(refresh took %.1f s)" % took)
+    assert svc["state"] == "2", svc
+    assert re.match(
+        r"verify did not finish within 15 s \(\[cluster_verify\] timeout\) and "
+        r"was killed; it was waiting for locks held by job %s \(TEST_DELAY\(45\.0\), "
+        r"running for \d+ s\); its jobs \d+, \d+ " % delay, svc["summary"]), svc
+    assert took < timeout + background.DEADLINE_GRACE + 10, took
+    # verify's own jobs do not stay queued behind the delay
+    jobs = in_ns("gnt-job", "list", "--no-headers", "-o", "id,status").stdout
+    assert not re.search(r"\b(queued|waiting)\b", jobs), jobs
