@@ -32,7 +32,7 @@ $(VPY): requirements-test.txt
 	@touch $(VPY)
 
 test: $(VPY)
-	@sh tools/install-debian-packages gcc qemu-system-x86 debhelper lintian || echo "without them the tests that need a C compiler, qemu or Debian's packaging tools skip"
+	@sh tools/install-debian-packages gcc qemu-system-x86 debhelper lintian ganeti-htools-3.0 || echo "without them the tests that need a C compiler, qemu, htools or Debian's packaging tools skip"
 	$(VPY) -m pytest -m "not integration" --ignore=tests/integration $(PYTEST_ARGS)
 
 PYENV_ROOT ?= $(HOME)/.pyenv

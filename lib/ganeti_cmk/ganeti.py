@@ -143,6 +143,18 @@ def read_ssconf_list(data_dir, key, limit=SSCONF_MAX):
     return [line.strip() for line in (value or "").splitlines() if line.strip()]
 
 
+def read_ssconf_pairs(data_dir, key, sep=None):
+    """An ssconf file of `<node><sep><value>` lines (`node_primary_ips`:
+    blank, `node_vm_capable`: "=") as {lower-cased node: value}."""
+    pairs = {}
+    for line in read_ssconf_list(data_dir, key):
+        name, _, value = line.partition(sep) if sep else line.partition(" ")
+        pairs[name.strip().lower()] = value.strip()
+    return pairs
+
+
+
+
 class NodeRole:
     """This node's role in the cluster, as its ssconf files tell it."""
 
@@ -611,6 +623,66 @@ def read_config_data(data_dir, limit=CONFIG_DATA_MAX):
             and isinstance(config.get("instances"), dict)):
         raise ValueError("%s is not a Ganeti configuration" % path)
     return config
+
+
+NODE_GROUP_CACHE = "nodegroup"
+
+
+def node_group(data_dir, node, state_dir=None):
+    """The name of `node`'s node group, or None when this node cannot tell.
+
+    ssconf lists the groups (`ssconf_nodegroups`: "<uuid> <name>") but not
+    which node is in which: with one group that is the answer; with more,
+    only the master and the master candidates know, from the cluster's
+    config (`config.data`, which Ganeti copies to them alone).  That file
+    can be tens of MiB: the answer is remembered in `<state_dir>/nodegroup`
+    for as long as the file is the same (inode, size, mtime).  OSError or
+    ValueError when it is refused or not Ganeti's config.
+    """
+    groups = {}
+    for line in read_ssconf_list(data_dir, "nodegroups"):
+        uuid, _, name = line.partition(" ")
+        groups[uuid.strip()] = name.strip()
+    if len(groups) == 1:
+        return next(iter(groups.values())) or None
+    path = os.path.join(data_dir, CONFIG_DATA)
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    key = "%s %d %d %d %d" % (node, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    cache = os.path.join(state_dir, NODE_GROUP_CACHE) if state_dir else None
+    if cache:
+        try:
+            cached_key, _, name = read_bounded(cache, 4096).decode(
+                "utf-8", "replace").partition("\n")
+            if cached_key == key:
+                return name or None
+        except (OSError, ValueError):
+            pass
+    name = _group_in_config(data_dir, node, groups)
+    if cache:
+        try:
+            from .statefile import write_atomically
+            write_atomically(cache, "%s\n%s" % (key, name or ""))
+        except OSError:
+            pass  # not root, or no state dir: read the config next time
+    return name
+
+
+def _group_in_config(data_dir, node, groups):
+    config = read_config_data(data_dir)
+    if config is None:
+        return None
+    try:
+        for info in config["nodes"].values():
+            if str(info.get("name", "")).lower() == node:
+                group = config["nodegroups"].get(info.get("group"), {})
+                return group.get("name") or groups.get(info.get("group"))
+    except (AttributeError, KeyError, TypeError) as e:
+        raise ValueError("%s is not a Ganeti configuration (%s)" % (
+            os.path.join(data_dir, CONFIG_DATA), type(e).__name__))
+    return None
 
 
 def enabled_disk_templates(data_dir):

@@ -7,8 +7,8 @@ exports CHECK (a runner.Check); its config section is named like the module.
 """
 
 
-NAMES = ("kvm_device", "kvm_binary", "kvm_parameters", "cluster_verify", "drbd",
-         "ksm", "vhost_net", "hugepages")
+NAMES = ("kvm_device", "kvm_binary", "kvm_parameters", "daemons", "cluster_verify",
+         "cluster_state", "capacity", "drbd", "ksm", "vhost_net", "hugepages")
 
 
 def load(name):
