@@ -48,7 +48,7 @@ import time
 
 from . import procfs
 from .command import KILL_GRACE, run_bounded
-from .jsonload import loads
+from .jsonc import loads
 from .localcheck import CRIT, OK, WARN, Problem, sanitize, worst
 from .runner import extend_deadline
 from . import statefile

@@ -7,7 +7,7 @@ reads (`[paths] ganeti_data_dir`, `ganeti_run_dir`) so tests can use fakes.
 import os
 import time
 
-from .jsonload import loads
+from .jsonc import loads
 from .localcheck import CannotTell, NotApplicable
 from .safefile import read_file as read_bounded
 from .safefile import trusted_owners

@@ -15,7 +15,7 @@ import os
 import time
 
 from .. import drbd, ganeti, sysfs
-from ..jsonload import loads
+from ..jsonc import loads
 from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable,
                           Problem, Result, worst)
 from ..runner import Check
@@ -284,7 +284,7 @@ def keep_time(state_dir, devices, now, p):
     p.since = state["since"]
     try:
         if state["since"]:
-            import json  # writing only: reading needs jsonload alone
+            import json  # writing only: reading needs jsonc alone
             write_atomically(path, json.dumps(state, sort_keys=True))
         elif os.path.lexists(path):
             os.unlink(path)

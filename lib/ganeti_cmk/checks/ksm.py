@@ -13,7 +13,7 @@ state file, timed on the boot clock, so wall-clock jumps do not matter).
 import os
 
 from .. import procfs, sysfs
-from ..jsonload import loads
+from ..jsonc import loads
 from ..localcheck import OK, UNKNOWN, WARN, Metric, Result, worst
 from ..runner import Check
 from ..safefile import describe, read_file
@@ -157,7 +157,7 @@ def track_streak(path, unprofitable, boot_id, now):
     if not (same_boot and since is not None and last is not None
             and since <= last <= now and now - last <= GAP_MAX):
         since = now
-    import json  # writing only: reading needs jsonload alone
+    import json  # writing only: reading needs jsonc alone
     try:
         write_atomically(path, json.dumps({"boot_id": boot_id, "since": since,
                                            "last": now}))

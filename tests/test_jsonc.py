@@ -1,4 +1,4 @@
-"""jsonload.loads: json.loads() without importing json when it succeeds."""
+"""jsonc: json.loads() and json.dumps() of labels without importing json."""
 
 import json
 import math
@@ -7,7 +7,7 @@ import subprocess
 from hypothesis import given, settings, strategies as st
 
 from support import LIB, SYSTEM_PYTHON
-from ganeti_cmk.jsonload import loads
+from ganeti_cmk.jsonc import dumps_strings, loads
 
 values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
@@ -86,10 +86,17 @@ def test_parse_constant_as_json_loads_takes_it(value, constant):
 
 def test_a_successful_parse_imports_neither_json_nor_re():
     """What it is for: as the checks run (the system python3, -I -S)."""
-    code = ("import sys; sys.path.append(%r); from ganeti_cmk.jsonload import loads; "
+    code = ("import sys; sys.path.append(%r); from ganeti_cmk.jsonc import loads; "
             "v = loads(sys.argv[1]); print(v == {'a': [1, 2.5, 'x', None, True]}, "
             "sorted(m for m in ('json', 're', 'enum') if m in sys.modules))" % LIB)
     out = subprocess.run([SYSTEM_PYTHON, "-I", "-S", "-c", code,
                           '{"a": [1, 2.5, "x", null, true]}'], stdout=subprocess.PIPE,
                          universal_newlines=True, check=True, timeout=60).stdout
     assert out.split("\n")[0] == "True []"
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(st.text(), st.text()))
+def test_dumps_strings_writes_what_json_dumps_writes(mapping):
+    assert dumps_strings(mapping) == json.dumps(mapping, sort_keys=True)
+    assert json.loads(dumps_strings(mapping)) == mapping

@@ -1,14 +1,16 @@
-"""json.loads() without importing json on the way that succeeds.
+"""JSON through json's own C parts (`_json`), without importing json.
 
 The agent starts every check every minute, and `import json` costs more
 than half of `python3 -c pass` there: json.decoder imports re, and with it
 enum, functools and collections, and compiles regular expressions that
-CPython never uses to parse (the C scanner in `_json` does it all).  loads() calls that scanner
-exactly as json.loads() does (the same settings, whitespace and trailing
-data rules), so it returns what json.loads() returns.  On any failure, and
-where `_json` is missing, it leaves the answer to json.loads() itself, so
-bad input raises json's own errors (ValueError, RecursionError) with its
-messages.
+CPython never uses (its C scanner and string encoder do the work).
+
+loads() calls that scanner exactly as json.loads() does (the same
+settings, whitespace and trailing data rules), so it returns what
+json.loads() returns; on any failure, and where `_json` is missing, it
+leaves the answer to json.loads() itself, so bad input raises json's own
+errors with its messages.  dumps_strings() writes a {str: str} dict as
+json.dumps(mapping, sort_keys=True) does, with json's C string encoder.
 """
 
 _WHITESPACE = " \t\n\r"  # json.decoder.WHITESPACE
@@ -48,3 +50,14 @@ def loads(text, parse_constant=None):
         pass
     import json
     return json.loads(text, parse_constant=parse_constant)
+
+
+def dumps_strings(mapping):
+    """json.dumps(mapping, sort_keys=True) for a dict of str to str."""
+    try:
+        from _json import encode_basestring_ascii as quote
+    except ImportError:  # pragma: no cover - other Python implementations
+        import json
+        return json.dumps(mapping, sort_keys=True)
+    return "{%s}" % ", ".join("%s: %s" % (quote(key), quote(value))
+                              for key, value in sorted(mapping.items()))
