@@ -363,7 +363,8 @@ def write_config(confdir, node, **sections):
 def write_ssconf(data_dir, master, nodes):
     os.makedirs(data_dir, exist_ok=True)
     for key, value in (("master_node", master), ("cluster_name", "bench.example.com"),
-                       ("node_list", "\n".join(nodes))):
+                       ("node_list", "\n".join(nodes)),
+                       ("nodegroups", "uuid-default default")):
         with open(os.path.join(data_dir, "ssconf_" + key), "w") as f:
             f.write(value + "\n")
 
@@ -436,6 +437,7 @@ class Setup:
         self.confdir = self.config("etc", paths={"gnt_cluster": FAKE_GNT})
         self.bare_confdir = os.path.join(work, "etc-none")  # no config file
         os.makedirs(self.bare_confdir)
+        self.refresh_logs = {}  # case -> log of the fake command behind a cache
 
     def config(self, name, **sections):
         """A new config dir `name` in the work dir with these sections."""
@@ -527,7 +529,6 @@ def cluster_verify_cases(setup, module):
     args, work = setup.args, setup.args.workdir
     fake = {"gnt_cluster": FAKE_GNT}
     cmds = []
-    setup.verify_logs = {}
     for findings in args.sizes["verify_cached"]:
         confdir = setup.config("etc-verify-%d" % findings, paths=dict(
             fake, state_dir=os.path.join(work, "state-%d" % findings)))
@@ -537,7 +538,7 @@ def cluster_verify_cases(setup, module):
         with open(case + ".rc", "w") as f:
             f.write("1\n")
         gnt_log = case + ".log"
-        setup.verify_logs[findings] = gnt_log
+        setup.refresh_logs["cluster_verify, %s findings" % "{:,}".format(findings)] = gnt_log
         run = run_once([setup.check("ganeti_cluster_verify"), "--refresh"],
                        setup.env(confdir, FAKE_GNT_CASE=case, FAKE_GNT_LOG=gnt_log),
                        os.path.join(work, "refresh"))
@@ -560,12 +561,12 @@ def cluster_verify_cases(setup, module):
     return cmds
 
 
-def verify_runs(setup):
-    """How often the fake gnt-cluster ran, per cached size."""
+def refresh_runs(setup):
+    """How often each fake command behind a cached result ran."""
     counts = {}
-    for findings, gnt_log in getattr(setup, "verify_logs", {}).items():
-        with open(gnt_log) as f:
-            counts[findings] = len(f.read().splitlines())
+    for case, log_path in setup.refresh_logs.items():
+        with open(log_path) as f:
+            counts[case] = len(f.read().splitlines())
     return counts
 
 
@@ -662,6 +663,31 @@ def kvm_parameters_cases(setup, module):
                                               kvm_params_pending=float(load.replaced())))]
 
 
+HCHECK_CASE = os.path.join(ROOT, "tests", "data", "hcheck", "two-groups-clean")
+
+
+def capacity_cases(setup, module):
+    """A result cached by the check's own --refresh, through a fake hcheck
+    that prints a recorded run (two groups, all clean) and logs each call,
+    on this machine as the master: what the agent gets every minute."""
+    work = setup.args.workdir
+    fake, gnt_log = os.path.join(work, "hcheck"), os.path.join(work, "hcheck.log")
+    with open(fake, "w") as f:
+        f.write("#!/bin/sh\necho run >> %s\ncat %s.out\ncat %s.err >&2\nexit $(cat %s.rc)\n"
+                % (gnt_log, HCHECK_CASE, HCHECK_CASE, HCHECK_CASE))
+    os.chmod(fake, 0o755)
+    confdir = setup.config("etc-capacity", capacity={"hcheck": fake, "max_age": "1d"},
+                           paths={"state_dir": os.path.join(work, "state-capacity")})
+    run = run_once([setup.check("ganeti_" + module), "--refresh"], setup.env(confdir),
+                   os.path.join(work, "refresh"))
+    if run.code != 0 or "Ganeti capacity" not in assert_valid_output(run.stdout)[None]:
+        raise BenchError("capacity --refresh did not cache a result: %s %s"
+                         % (run.stdout[:500], run.stderr[-500:]))
+    setup.refresh_logs["capacity"] = gnt_log
+    return [setup.agent(module, "master, cached", confdir, agent_output("Ganeti capacity"),
+                        cached=True)]
+
+
 MASTER_DAEMONS = ("ganeti-noded", "ganeti-confd", "ganeti-wconfd", "ganeti-rapi",
                   "ganeti-luxid")
 
@@ -681,7 +707,8 @@ def daemons_cases(setup, module):
                         agent_output("Ganeti daemons"))]
 
 
-HOOKS = {"kvm_device": kvm_device_cases, "daemons": daemons_cases, "kvm_binary": kvm_binary_cases,
+HOOKS = {"kvm_device": kvm_device_cases, "daemons": daemons_cases,
+         "capacity": capacity_cases, "kvm_binary": kvm_binary_cases,
          "cluster_verify": cluster_verify_cases, "drbd": drbd_cases,
          "kvm_parameters": kvm_parameters_cases}
 GROWTH = {"drbd": ("devices", 100, (10, 100, 500), (1, 3), drbd_command)}
@@ -936,11 +963,10 @@ def render(r):
     out += ["- %s: `%s`" % (label, first_line(cmd.output).replace("`", "'"))
             for label, cmd in cmds.items() if cmd.check is not None
             or label == NEEDRESTART]
-    if r["verify_runs"]:
-        out += ["", "`Ganeti verify`'s fake gnt-cluster ran once per cached result "
-                "(the `--refresh` that made it), not while measuring: %s." % ", ".join(
-                    "%s findings: %d" % ("{:,}".format(k), v)
-                    for k, v in sorted(r["verify_runs"].items()))]
+    if r["refresh_runs"]:
+        out += ["", "The fake commands behind the cached results ran once each "
+                "(the `--refresh` that made the result), not while measuring: %s." % (
+                    ", ".join("%s: %d" % kv for kv in sorted(r["refresh_runs"].items())))]
     out.append("")
 
     out += ["## Imports in agent mode", "",
@@ -1143,7 +1169,7 @@ def bench(args):
             "machine": machine(args.python, needrestart and needrestart[1]),
             "reference": reference,
             "imports": reference.pop("imports"), "import_runs": sizes["import_runs"],
-            "verify_runs": reference.pop("verify_runs"), "scaling": scaling,
+            "refresh_runs": reference.pop("refresh_runs"), "scaling": scaling,
             "growth": {"processes": growth(by_processes, "processes",
                                            "Unrelated processes (%d instances)"
                                            % sizes["fixed_instances"]),
@@ -1166,9 +1192,9 @@ def reference_run(setup, load, args, scratch, needrestart):
         cmds.append(Command(NEEDRESTART, needrestart[0], setup.env(), anything))
     measure(cmds, args.runs, args.warmup, scratch)
     processes = process_count()
-    runs = verify_runs(setup)
+    runs = refresh_runs(setup)
     if any(n != 1 for n in runs.values()):
-        raise BenchError("gnt-cluster verify ran while measuring: %r" % runs)
+        raise BenchError("a cached result was refreshed while measuring: %r" % runs)
     imports = {FLOOR: import_times(cmds[1].argv, cmds[1].env,
                                    args.sizes["import_runs"], scratch)}
     for cmd in cmds:
@@ -1180,7 +1206,7 @@ def reference_run(setup, load, args, scratch, needrestart):
                                               args.sizes["import_runs"], scratch)
     return {"commands": {c.label: c for c in cmds}, "processes": processes,
             "instances": len(load.instances), "replaced": load.replaced(),
-            "imports": imports, "verify_runs": runs}
+            "imports": imports, "refresh_runs": runs}
 
 
 def parse_args(argv):
