@@ -728,23 +728,36 @@ def running_kvm_runtimes(proc, run_dir):
 
 
 DRBD_TYPES = ("drbd", "drbd8")
+# Disks no node holds (Ganeti's DTS_EXT_MIRROR): an instance with only
+# these, or none ("diskless"), migrates or fails over to any node.
+EXT_MIRROR_TYPES = ("rbd", "ext", "gluster", "sharedfile", "blockdev", "diskless")
+MIGRATE_HERE = "can migrate here"  # the relation of such an instance
 
 
 class ConfiguredInstance:
     """A KVM instance as the cluster configuration has it (config.data):
     `hvparams` and `beparams` filled as Ganeti fills them at start (cluster
     defaults, then the OS's, then the instance's own); `primary` says this
-    node is its primary (else a secondary: a failover target); `nics` is
-    how many NICs it has."""
+    node is its primary; else it is a DRBD secondary here (a failover
+    target) or, `movable`, its disks are on no node (or it has none) so it
+    can be migrated or failed over to this node of its group; `nics` is how
+    many NICs it has."""
 
-    __slots__ = ("name", "primary", "hvparams", "beparams", "nics")
+    __slots__ = ("name", "primary", "hvparams", "beparams", "nics", "movable")
 
-    def __init__(self, name, primary, hvparams, beparams, nics):
+    def __init__(self, name, primary, hvparams, beparams, nics, movable=False):
         self.name = name
         self.primary = primary
         self.hvparams = hvparams
         self.beparams = beparams
         self.nics = nics
+        self.movable = movable
+
+    @property
+    def relation(self):
+        """How it may come to this node, in words."""
+        return (MIGRATE_HERE if self.movable else "primary here"
+                if self.primary else "can fail over here")
 
     def __repr__(self):
         return "ConfiguredInstance(%r, primary=%r)" % (self.name, self.primary)
@@ -792,27 +805,59 @@ def _disk_nodes(disk, disks):
     return nodes
 
 
+def _movable(inst, disks):
+    """Whether an instance can move to any node (Ganeti's
+    AllDiskOfType(disks, DTS_EXT_MIRROR)): no disks, or all on storage no
+    node holds."""
+    template = inst.get("disk_template")
+    if isinstance(template, str):  # before 2.16 the instance names it
+        return template in EXT_MIRROR_TYPES
+    instance_disks = inst.get("disks")
+    for disk in instance_disks if isinstance(instance_disks, list) else []:
+        if isinstance(disk, str):
+            disk = disks.get(disk)
+        if _dict(disk).get("dev_type") not in EXT_MIRROR_TYPES:
+            return False
+    return True
+
+
+ADMIN_OFFLINE = "offline"  # admin_state: Ganeti starts it only once online
+
+
 def configured_kvm_instances(data_dir, node):
-    """The KVM instances whose primary or secondary node is `node`, from
-    `<data_dir>/config.data`, which only master candidates have: None
-    there is none.  ValueError, OSError: see read_config_data."""
+    """The KVM instances that are or may come to `node` (not those marked
+    offline, which Ganeti does not start), from
+    `<data_dir>/config.data`, which only master candidates have (None
+    there is none): `node` is their primary or DRBD secondary, or they
+    can be moved there (`movable`: disks on no node; from a node of the
+    same group, as the iallocator picks).  ValueError, OSError: see
+    read_config_data."""
     config = read_config_data(data_dir)
     if config is None:
         return None
     cluster = config["cluster"]
-    node_uuids = {uuid for uuid, n in _dict(config.get("nodes")).items()
+    nodes = _dict(config.get("nodes"))
+    node_uuids = {uuid for uuid, n in nodes.items()
                   if str(_dict(n).get("name", "")).lower().rstrip(".") == node}
     node_uuids.add(node)  # configurations before 2.10 name nodes directly
+    groups = {_dict(nodes.get(uuid)).get("group") for uuid in node_uuids} - {None}
     disks = _dict(config.get("disks"))
     found = []
     for inst in config["instances"].values():
         inst = _dict(inst)
         if inst.get("hypervisor", "kvm") != "kvm" or not isinstance(inst.get("name"), str):
             continue
+        if inst.get("admin_state") == ADMIN_OFFLINE:
+            continue  # never started until brought online
         primary = inst.get("primary_node") in node_uuids
+        movable = False
         if not primary and not node_uuids & set(
                 _disk_nodes_all(inst.get("disks") or [], disks)):
-            continue
+            group = _dict(nodes.get(inst.get("primary_node"))).get("group")
+            movable = _movable(inst, disks) and (
+                not groups or group is None or group in groups)
+            if not movable:
+                continue
         try:
             filled = instance_config(cluster, None, inst)
         except ValueError:
@@ -821,8 +866,23 @@ def configured_kvm_instances(data_dir, node):
         found.append(ConfiguredInstance(
             inst["name"], primary, {k: v for k, (v, _) in filled.hv.items()},
             {k: v for k, (v, _) in filled.be.items()},
-            len(nics) if isinstance(nics, list) else 0))
+            len(nics) if isinstance(nics, list) else 0, movable))
     return sorted(found, key=lambda i: i.name)
+
+
+def configured_here(data_dir, node):
+    """configured_kvm_instances for a check: (instances, None); (None,
+    None) where there is no config.data (not a master candidate); (None,
+    why) when it cannot be used.  PermissionError propagates (not root)."""
+    try:
+        return configured_kvm_instances(data_dir, node), None
+    except PermissionError:
+        raise
+    except OSError as e:
+        from .safefile import describe
+        return None, describe(e)
+    except ValueError as e:
+        return None, str(e)
 
 
 def _disk_nodes_all(instance_disks, disks):

@@ -139,8 +139,9 @@ def track_streak(path, unprofitable, boot_id, now):
     """Update the state file at `path` and return the Streak.
 
     `now` is the boot clock (seconds since boot, never jumps).  The streak
-    restarts after a reboot (another boot id), when the saved times lie in
-    the future of this boot, and after more than GAP_MAX without a look.
+    restarts after a reboot (another boot id), when the saved times lie
+    outside this boot (before it began or in its future: a corrupt file),
+    and after more than GAP_MAX without a look.
     """
     state = _read_state(path)
     since, last = _number(state.get("since")), _number(state.get("last"))
@@ -155,7 +156,7 @@ def track_streak(path, unprofitable, boot_id, now):
                 return Streak(None, "cannot remove %s" % describe(e))
         return Streak()
     if not (same_boot and since is not None and last is not None
-            and since <= last <= now and now - last <= GAP_MAX):
+            and 0 <= since <= last <= now and now - last <= GAP_MAX):
         since = now
     import json  # writing only: reading needs jsonc alone
     try:
