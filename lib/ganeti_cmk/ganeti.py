@@ -7,6 +7,7 @@ reads (`[paths] ganeti_data_dir`, `ganeti_run_dir`) so tests can use fakes.
 import os
 import time
 
+from .jsonc import loads
 from .localcheck import CannotTell, NotApplicable
 from .safefile import read_file as read_bounded
 from .safefile import trusted_owners
@@ -342,10 +343,9 @@ def read_kvm_runtime(run_dir, instance):
     it is refused (safefile: a link, not a plain file, too big, another
     owner).
     """
-    import json
     path = os.path.join(run_dir, KVM_RUN_SUBDIR, "conf", instance + ".runtime")
     try:
-        data = json.loads(read_bounded(path, RUNTIME_MAX).decode("utf-8", "replace"))
+        data = loads(read_bounded(path, RUNTIME_MAX).decode("utf-8", "replace"))
     except RecursionError:
         raise ValueError("%s: nested too deep" % path)
     if not (isinstance(data, list) and len(data) >= 3
@@ -410,19 +410,21 @@ def kvm_runas_uids(run_dir, instance):
     return set()
 
 
-def cluster_hvparams(data_dir, hypervisor="kvm"):
+def cluster_hvparams(data_dir, hypervisor="kvm", keys=None):
     """The cluster's default hypervisor parameters from
     `ssconf_hvparams_<hypervisor>` as {key: value}; {} when absent.
 
     Ganeti writes one `key=value` per line: strings bare, booleans
     True/False, numbers as numbers, anything else as JSON.  Only the
-    cluster level: OS and instance overrides are not in ssconf.
+    cluster level: OS and instance overrides are not in ssconf.  With
+    `keys`, only those are converted and returned.
     """
     params = {}
     for line in (read_ssconf(data_dir, "hvparams_" + hypervisor) or "").splitlines():
         key, sep, value = line.partition("=")
-        if sep and key.strip():
-            params[key.strip()] = _ssconf_value(value.strip())
+        key = key.strip()
+        if sep and key and (keys is None or key in keys):
+            params[key] = _ssconf_value(value.strip())
     return params
 
 
@@ -430,9 +432,8 @@ def _ssconf_value(text):
     if text in ("True", "False"):
         return text == "True"
     if text[:1] in "[{\"" or text.lstrip("-").replace(".", "", 1).isdigit():
-        import json
         try:
-            return json.loads(text)
+            return loads(text)
         except ValueError:
             pass
     return text
@@ -440,7 +441,7 @@ def _ssconf_value(text):
 
 def cluster_kvm_path(data_dir):
     """`kvm_path` from `ssconf_hvparams_kvm` (the cluster default), or None."""
-    value = cluster_hvparams(data_dir).get("kvm_path")
+    value = cluster_hvparams(data_dir, keys=("kvm_path",)).get("kvm_path")
     return value if isinstance(value, str) and value else None
 
 
@@ -605,14 +606,15 @@ def read_config_data(data_dir, limit=CONFIG_DATA_MAX):
     bytes; OSError when it is refused, ValueError when it is not a Ganeti
     configuration.
     """
-    import json
     path = os.path.join(data_dir, CONFIG_DATA)
+    if not os.path.lexists(path):  # most nodes: no owners() lookups (pwd)
+        return None
     try:
         data = read_bounded(path, limit, owners=owners())
     except (FileNotFoundError, NotADirectoryError):
         return None
     try:
-        config = json.loads(data.decode("utf-8", "replace"))
+        config = loads(data.decode("utf-8", "replace"))
     except RecursionError:
         raise ValueError("%s is not a Ganeti configuration (nested too deep)" % path)
     except ValueError as e:

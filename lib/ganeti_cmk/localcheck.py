@@ -247,7 +247,7 @@ def render_labels(labels):
     each line as a JSON object and makes every item a host label at service
     discovery.  Keys and values are sanitized text; empty ones are left out.
     """
-    import json
+    from .jsonc import dumps_strings
     clean = {}
     for key, value in labels.items():
         key, value = sanitize(key, MAX_LABEL), sanitize(value, MAX_LABEL)
@@ -255,7 +255,7 @@ def render_labels(labels):
             clean[key] = value
     if not clean:
         return []
-    return [LABELS_SECTION, json.dumps(clean, sort_keys=True), LOCAL_SECTION]
+    return [LABELS_SECTION, dumps_strings(clean), LOCAL_SECTION]
 
 
 def render_local(results, labels=None):

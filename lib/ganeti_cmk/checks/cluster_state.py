@@ -10,11 +10,11 @@ when).  Evaluate: WARN/CRIT for a pause, a watcher that stopped running, a
 drained queue; CRIT naming the instances the watcher gave up restarting.
 """
 
-import json
 import os
 import time
 
 from .. import ganeti
+from ..jsonc import loads
 from ..localcheck import CRIT, OK, UNKNOWN, WARN, Metric, Result, worst
 from ..runner import Check
 from ..safefile import describe, read_file
@@ -134,8 +134,9 @@ def read_group(data_dir, uuid, name, max_tries):
         group.error = describe(e)
         return group
     try:
-        group.gave_up = gave_up(json.loads(data.decode("utf-8", "replace")), max_tries)
+        group.gave_up = gave_up(loads(data.decode("utf-8", "replace")), max_tries)
     except (ValueError, RecursionError) as e:
+        import json  # to tell its errors from the others
         group.error = "%s is not a watcher state file (%s)" % (
             path, "truncated or not JSON" if isinstance(e, json.JSONDecodeError)
             else str(e) or "nested too deep")
