@@ -42,7 +42,7 @@ class FakeConfd:
         self.key = key
         self.config = config
         self.serial = serial
-        self.mode = mode      # ok, silent, garbage, badsig, wrongsalt, nested
+        self.mode = mode      # ok, silent, garbage, badsig, wrongsalt, nested, nonascii
         self.requests = []
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((address, port))
@@ -82,6 +82,9 @@ class FakeConfd:
             return None
         if self.mode == "garbage":
             return b"plj0{not json"
+        if self.mode == "nonascii":  # the shape of a signed answer, a digest no HMAC has
+            return b"plj0" + json.dumps({"msg": "{}", "salt": request["rsalt"],
+                                         "hmac": "\u00e9" * 40}).encode()
         status, answer = 0, None
         if request["type"] == 10:
             try:

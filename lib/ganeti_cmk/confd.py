@@ -79,7 +79,10 @@ def unpack_reply(key, datagram):
     if not (isinstance(message, str) and isinstance(salt, str)
             and isinstance(digest, str)):
         raise ConfdError("not a signed confd answer")
-    if not hmac.compare_digest(sign(key, salt, message), digest.lower()):
+    # compare_digest raises TypeError on non-ASCII text: such a digest is
+    # simply not ours.
+    if not (digest.isascii()
+            and hmac.compare_digest(sign(key, salt, message), digest.lower())):
         raise ConfdError("bad signature (another cluster's key?)")
     try:
         reply = json.loads(message)
