@@ -42,7 +42,8 @@ class FakeConfd:
         self.key = key
         self.config = config
         self.serial = serial
-        self.mode = mode      # ok, silent, garbage, badsig, wrongsalt, nested, nonascii
+        self.mode = mode      # ok, silent, garbage, badsig, wrongsalt, nested, nonascii,
+                              # surrogate
         self.requests = []
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((address, port))
@@ -85,6 +86,9 @@ class FakeConfd:
         if self.mode == "nonascii":  # the shape of a signed answer, a digest no HMAC has
             return b"plj0" + json.dumps({"msg": "{}", "salt": request["rsalt"],
                                          "hmac": "\u00e9" * 40}).encode()
+        if self.mode == "surrogate":  # JSON text no UTF-8 can encode
+            return b"plj0" + json.dumps({"msg": "\ud800", "salt": request["rsalt"],
+                                         "hmac": "ab" * 20}).encode()
         status, answer = 0, None
         if request["type"] == 10:
             try:

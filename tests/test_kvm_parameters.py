@@ -448,6 +448,7 @@ def test_confd_config_query(fake_confd):
     ("badsig", "bad signature"),
     ("wrongsalt", "a question we did not ask"),
     ("nonascii", "bad signature"),
+    ("surrogate", "not a signed confd answer"),
     ("nested", "signed answer is not JSON")])
 def test_confd_misbehaving_is_an_error_saying_why(fake_confd, mode, why):
     server = fake_confd(cluster_config([]), mode=mode)

@@ -79,6 +79,10 @@ def unpack_reply(key, datagram):
     if not (isinstance(message, str) and isinstance(salt, str)
             and isinstance(digest, str)):
         raise ConfdError("not a signed confd answer")
+    try:  # JSON may carry lone surrogates, which no UTF-8 (and no HMAC) has
+        message.encode("utf-8"), salt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfdError("not a signed confd answer")
     # compare_digest raises TypeError on non-ASCII text: such a digest is
     # simply not ours.
     if not (digest.isascii()
