@@ -121,9 +121,10 @@ def test_every_recorded_format_shows_a_changed_cpu_type_and_vcpus(version):
                               "beparams": {"vcpus": 4}}])
     changes, _ = kp.compare(runtime_of(data), instance_config(config, "inst1.ganeti.test"))
     by_key = {c.key: c for c in changes}
-    # A 2.6 runtime has no cpu_type: Ganeti fills it from the config, so
-    # the instance runs without it (pending only where it was recorded).
-    assert ("cpu_type" in by_key) == (version != "2.6")
+    # A 2.6 runtime has no cpu_type: its qemu runs without -cpu, as with
+    # the default "", and a soft reboot re-executes that command.
+    assert by_key["cpu_type"].old == data[2].get("cpu_type", "")
+    assert by_key["cpu_type"].unrecorded == (version == "2.6")
     assert by_key["kernel_args"].old == "ro" and by_key["kernel_args"].new == "ro quiet"
     assert by_key["kernel_args"].level == "instance"
     assert by_key["vcpus"].backend and by_key["vcpus"].new == 4
@@ -159,13 +160,33 @@ def test_use_time_parameters_are_never_pending():
     assert changes == [] and sorted(ignored) == sorted(changed)
 
 
-def test_keys_only_in_the_runtime_or_only_in_the_config_are_not_pending():
+def test_keys_only_in_the_runtime_or_unknown_keys_only_in_the_config_are_not_pending():
     data = copy.deepcopy(recorded("3.0.2"))
     data[2]["removed_in_a_newer_ganeti"] = "x"
-    del data[2]["cpu_type"]  # an old runtime: Ganeti fills it from the config
-    config = cluster_config([{"name": "i", "hvparams": {"cpu_type": "host"}}])
+    config = cluster_config([{"name": "i", "hvparams": {"added_in_a_newer_ganeti": 1}}])
     changes, _ = kp.compare(runtime_of(data), instance_config(config, "i"))
     assert changes == []
+
+
+def test_a_key_an_old_runtime_lacks_runs_as_its_default_until_a_hard_restart():
+    # The talk's open question: instances started before Ganeti had
+    # cpu_type, still running after `gnt-cluster modify -H kvm:cpu_type=host`.
+    # Their saved command has no -cpu; a soft reboot re-executes it.
+    data = recorded("2.6")
+    own = {"name": "i", "hvparams": dict(data[2]), "beparams": {"maxmem": 512}}
+    at_defaults = cluster_config([own])
+    assert kp.compare(runtime_of(data), instance_config(at_defaults, "i")) == ([], [])
+    config = cluster_config([own], cluster_hv={"cpu_type": "host",
+                                               "user_shutdown": True})
+    i = judged("i", config, data)
+    assert [(c.key, c.old, c.new, c.level) for c in i.changes] == [
+        ("cpu_type", "", "host", "cluster")]
+    assert i.ignored == ["user_shutdown"]
+    r = kp.evaluate(probe_of(i), settings(), NOW)
+    assert r.state == WARN and 'i (cpu_type "" -> host)' in r.summary
+    assert ("i: cpu_type: running \"\", configured host (cluster level); not in "
+            "its runtime file (started by a Ganeti without this parameter), so "
+            "it runs as with the default") in r.details
 
 
 def test_memory_from_m_as_number_or_text():

@@ -49,6 +49,25 @@ USE_TIME = {
     "user_shutdown": "read by Ganeti and ganeti-kvmd, not qemu",
 }
 
+# Hypervisor parameters Ganeti added after the oldest runtime files it
+# still runs (2.6), with their defaults (constants.HVC_DEFAULTS, Ganeti
+# 3.0).  A runtime file written before a key existed lacks it; its qemu
+# runs as with the default, which Ganeti chooses so that it "won't affect
+# the inside of the instance" (_ExecuteKVMRuntime).  A soft reboot or a
+# migration re-executes the saved command, so a configured value other
+# than the default (cpu_type = host after an upgrade) is pending until a
+# hard restart.  Keys not listed here that a runtime lacks are left alone.
+ADDED_DEFAULTS = {
+    "cpu_type": "",
+    "disk_discard": "default",
+    "kvm_pci_reservations": 12,
+    "migration_caps": "",
+    "use_guest_agent": False,
+    "user_shutdown": False,
+    "virtio_net_queues": 1,
+    "vnet_hdr": True,
+}
+
 # Backend parameters that need a restart, and where the runtime's command
 # line holds the value the qemu was started with.
 BACKEND = {"maxmem": "-m", "vcpus": "-smp"}
@@ -64,14 +83,15 @@ SOURCE_CONFD = "ganeti-confd"
 class Change:
     """One parameter that differs: running value, configured value, level."""
 
-    __slots__ = ("key", "old", "new", "level", "backend")
+    __slots__ = ("key", "old", "new", "level", "backend", "unrecorded")
 
-    def __init__(self, key, old, new, level, backend=False):
+    def __init__(self, key, old, new, level, backend=False, unrecorded=False):
         self.key = key
         self.old = old
         self.new = new
         self.level = level
         self.backend = backend
+        self.unrecorded = unrecorded  # old: the default of a key the runtime lacks
 
     def __repr__(self):
         return "Change(%r, %r -> %r, %s)" % (self.key, self.old, self.new,
@@ -162,19 +182,24 @@ def compare(runtime, config):
     """(changes, ignored keys): what differs between what the instance was
     started with and its current configuration.
 
-    Keys missing from an old runtime are filled from the configuration by
-    Ganeti (not pending); keys the configuration does not have (removed
-    in a newer Ganeti) cannot be judged and are left alone.
+    A key missing from an old runtime (added by a later Ganeti) runs as
+    its default (ADDED_DEFAULTS); one whose default is not known, and keys
+    the configuration does not have (removed in a newer Ganeti), cannot
+    be judged and are left alone.
     """
     changes, ignored = [], []
     for key in sorted(config.hv):
         new, level = config.hv[key]
-        if key not in runtime.hvparams or _same(key, runtime.hvparams[key], new):
+        unrecorded = key not in runtime.hvparams
+        if unrecorded and key not in ADDED_DEFAULTS:
+            continue
+        old = ADDED_DEFAULTS[key] if unrecorded else runtime.hvparams[key]
+        if _same(key, old, new):
             continue
         if key in USE_TIME:
             ignored.append(key)
         else:
-            changes.append(Change(key, runtime.hvparams[key], new, level))
+            changes.append(Change(key, old, new, level, unrecorded=unrecorded))
     for key, option in sorted(BACKEND.items()):
         if key not in config.be:
             continue
@@ -390,6 +415,9 @@ def _detail_change(c):
         c.key, show(c.old), show(c.new), c.level)
     if c.backend:
         text += "; a backend parameter, applied only by a restart"
+    if c.unrecorded:
+        text += ("; not in its runtime file (started by a Ganeti without "
+                 "this parameter), so it runs as with the default")
     return text
 
 
