@@ -312,10 +312,24 @@ def test_age_from_the_newest_of_the_level_and_the_runtime():
 
 
 def test_cluster_level_changes_age_with_the_cluster():
-    config = cluster_config([{"name": "i", "mtime": NOW - 60}],
+    config = cluster_config([{"name": "i", "mtime": NOW - 15 * 86400}],
                             cluster_hv={"cpu_type": "host"}, cluster_mtime=NOW - 10 * 86400)
     i = judged("i", config, runtime_mtime=NOW - 20 * 86400)
     assert i.since == NOW - 10 * 86400
+
+
+def test_an_override_removed_an_hour_ago_is_not_pending_since_the_start():
+    # `gnt-instance modify -H kernel_args=default` an hour ago: the value
+    # now comes from the cluster (unchanged for a month), but the change
+    # was made on the instance; the start 20 days ago is not when it began.
+    data = copy.deepcopy(recorded("3.0.2"))
+    data[2]["kernel_args"] = "ro console=ttyS0"
+    config = cluster_config([{"name": "i", "mtime": NOW - 3600}],
+                            cluster_mtime=NOW - 30 * 86400)
+    i = judged("i", config, data, runtime_mtime=NOW - 20 * 86400)
+    assert [(c.key, c.level) for c in i.changes] == [("kernel_args", "cluster")]
+    assert i.since == NOW - 3600
+    assert kp.evaluate(probe_of(i), settings(), NOW).state == WARN
 
 
 def test_unknown_age_is_warn_never_crit_nor_ok():
