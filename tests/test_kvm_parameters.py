@@ -663,6 +663,21 @@ def test_agent_confd_silent_is_unknown_with_the_reason(fake_node, fake_confd, tm
                               "(an instance or OS override may explain it)"]
 
 
+def test_agent_confd_wait_ends_before_the_checks_deadline(fake_node, fake_confd, tmp_path):
+    # confd_timeout longer than the check's deadline: the check still says
+    # that confd did not answer, not merely that it ran out of time.
+    node = fake_node(role="regular")
+    server = fake_confd(cluster_config([]), mode="silent")
+    node.start("web1", runtime_for("web1", "u-web1"))
+    text = node.config_text(confd_port=server.port, confd_timeout="60s")
+    services = run_agent("ganeti_kvm_parameters", tmp_path,
+                         text + "[general]\ndeadline = 4s\n")
+    out = services[SERVICE]
+    assert out["state"] == "3"
+    assert "ganeti-confd could be read; confd: no complete answer from confd at " \
+        "127.0.0.1 (port %d) within " % server.port in out["summary"], out
+
+
 def test_agent_huge_config_is_refused_with_the_reason(fake_node, tmp_path):
     node = fake_node()
     config = cluster_config([{"name": "web1", "uuid": "u-web1"}])

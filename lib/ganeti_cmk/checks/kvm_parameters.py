@@ -18,7 +18,7 @@ import time
 from .. import ganeti
 from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable,
                           Result, worst)
-from ..runner import Check
+from ..runner import Check, time_left
 from ..safefile import describe
 from ..words import fit, format_duration, plural, some
 
@@ -308,9 +308,10 @@ def from_confd(s, found):
                 instance.error = ("its runtime command has no -uuid, which "
                                   "confd needs to find it")
     paths = list(cluster_paths.values()) + sorted(set(uuids.values()))
+    # Never wait past the check's deadline: leave a second to say why.
+    wait = max(0.1, min(s.confd_timeout, time_left(s.confd_timeout + 1) - 1))
     try:
-        values, _ = confd.config_values(key, peers, paths, s.confd_port,
-                                        s.confd_timeout)
+        values, _ = confd.config_values(key, peers, paths, s.confd_port, wait)
     except confd.ConfdError as e:
         found.notes.append("confd: %s" % e)
         return False
