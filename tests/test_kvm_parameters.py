@@ -515,6 +515,13 @@ def test_confd_answer_of_one_peer_is_enough_when_another_is_silent(fake_confd):
     assert values == {"/cluster/mtime": 1}
 
 
+def test_confd_peer_that_is_no_ip_address_is_never_looked_up():
+    # ssconf_master_candidates_ips holds addresses; a name there would make
+    # connect() ask the resolver, which may hang past every timeout.
+    with pytest.raises(confd.ConfdError, match="confd.example.invalid: not an IP address"):
+        confd.config_values(KEY, ["confd.example.invalid"], ["/cluster/mtime"], 1814, 0.5)
+
+
 def test_pointer_escapes():
     assert confd.pointer("cluster", "os_hvp", "a/b~c") == "/cluster/os_hvp/a~1b~0c"
 

@@ -144,8 +144,11 @@ def ask(key, peers, requests, port=DEFAULT_PORT, timeout=2.0, clock=time.time):
             # One connected socket per peer: the kernel then reports "port
             # unreachable" (no confd there) at once instead of a timeout.
             s = None
+            family = _family(peer)
+            if family is None:  # a name would be resolved: maybe a long hang
+                problems.append("%s: not an IP address" % peer)
+                continue
             try:
-                family = socket.AF_INET6 if ":" in peer else socket.AF_INET
                 s = socket.socket(family, socket.SOCK_DGRAM)
                 s.setblocking(False)
                 s.connect((peer, port))
@@ -179,6 +182,17 @@ def ask(key, peers, requests, port=DEFAULT_PORT, timeout=2.0, clock=time.time):
         why.append("is ganeti-confd running there, with this node's "
                    "hmac.key, and its clock within 5 min of ours?")
     raise ConfdError("; ".join(why))
+
+
+def _family(address):
+    """AF_INET or AF_INET6 for a numeric address; None for anything else."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, address)
+        except (OSError, ValueError):
+            continue
+        return family
+    return None
 
 
 def _receive(key, sockets, salts, timeout, problems):
