@@ -45,7 +45,8 @@ class FakeConfd:
         self.mode = mode      # ok, silent, garbage, badsig, wrongsalt, nested, nonascii,
                               # surrogate
         self.requests = []
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET,
+                                  socket.SOCK_DGRAM)
         self.sock.bind((address, port))
         self.port = self.sock.getsockname()[1]
         self.sock.settimeout(0.2)

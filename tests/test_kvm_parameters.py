@@ -515,6 +515,15 @@ def test_confd_answer_of_one_peer_is_enough_when_another_is_silent(fake_confd):
     assert values == {"/cluster/mtime": 1}
 
 
+def test_confd_over_ipv6(fake_confd):
+    try:
+        server = fake_confd(cluster_config([], cluster_mtime=3), address="::1")
+    except OSError as e:
+        pytest.skip("no IPv6 loopback here: %s" % e)
+    values, _ = confd.config_values(KEY, ["::1"], ["/cluster/mtime"], server.port, 2)
+    assert values == {"/cluster/mtime": 3}
+
+
 def test_confd_peer_that_is_no_ip_address_is_never_looked_up():
     # ssconf_master_candidates_ips holds addresses; a name there would make
     # connect() ask the resolver, which may hang past every timeout.
