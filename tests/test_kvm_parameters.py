@@ -413,6 +413,25 @@ def test_no_source_is_unknown_and_says_overrides_cannot_be_seen():
     assert [m.name for m in r.metrics] == ["kvm_params_instances"]
 
 
+def test_no_source_summary_fits_with_ten_ipv6_candidates_refusing():
+    peers = ["2001:db8:ffff:ffff:ffff:ffff:ffff:%x" % n for n in range(10)]
+    confd_note = ("confd: no complete answer from confd at %s (port 1814) within 2 s; "
+                  % ", ".join(peers) + "; ".join("%s: Connection refused" % p
+                                                 for p in peers[:4]))
+    found = probe_of(*[kp.Instance("instance-%d" % n, n + 1) for n in range(3)], source=None)
+    found.source_error = ("neither config.data (only on the master and master "
+                          "candidates) nor ganeti-confd could be read")
+    found.notes = ["config.data not used: /var/lib/ganeti/config.data: larger than 64 MiB",
+                   confd_note]
+    found.cluster_hv = {"cpu_type": ""}
+    r = kp.evaluate(found, settings(), NOW)
+    assert r.state == UNKNOWN and len(r.summary) <= SUMMARY_MAX
+    assert r.summary.startswith("cannot tell whether 3 instances run with changed "
+                                "parameters: neither config.data")
+    assert r.summary.endswith("instance and OS overrides cannot be seen")
+    assert confd_note in r.details  # what the summary leaves out
+
+
 # --- config.data ----------------------------------------------------------
 
 def test_config_data_refusals(tmp_path):

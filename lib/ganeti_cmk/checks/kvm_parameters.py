@@ -521,13 +521,21 @@ def _after(seconds):
 def _no_source(found, metrics):
     """UNKNOWN: the current configuration could not be read at all."""
     instances = found.instances
-    summary = ("cannot tell whether %s with changed parameters: %s" % (
-        plural(len(instances), "instance runs", "instances run"),
-        "; ".join([found.source_error] + found.notes)))
-    details = []
+    notes = found.notes
+
+    def build(n):
+        """The summary with the first n notes (why each source failed)."""
+        text = "cannot tell whether %s with changed parameters: %s" % (
+            plural(len(instances), "instance runs", "instances run"),
+            "; ".join([found.source_error] + notes[:n]
+                      + (["more in the details"] if n < len(notes) else [])))
+        if found.cluster_hv is not None:
+            text += ("; ssconf_hvparams_kvm has only the cluster defaults, "
+                     "instance and OS overrides cannot be seen")
+        return text
+    summary = fit(build, sorted({len(notes), 1, 0}, reverse=True))
+    details = [] if all(note in summary for note in notes) else list(notes)
     if found.cluster_hv is not None:
-        summary += ("; ssconf_hvparams_kvm has only the cluster defaults, "
-                    "instance and OS overrides cannot be seen")
         for i in instances:
             if i.runtime is None:
                 continue
