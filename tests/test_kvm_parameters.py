@@ -736,3 +736,23 @@ def test_agent_outside_a_cluster_prints_nothing(tmp_path):
                       config_text="[paths]\nganeti_data_dir = %s\n" % tmp_path)
     assert (proc.returncode, proc.stdout) == (0, "")
     assert "not in a Ganeti cluster" in proc.stderr
+
+
+def test_agent_hostile_instance_names_give_valid_lines_and_keep_the_remedy(fake_node, tmp_path):
+    # Names Ganeti would never write, in pid files and -name: quotes, a
+    # backslash-n, bytes that are not UTF-8, 240 characters.
+    node = fake_node()
+    names = ['q"uote\\nx', "bad\udcff\udcfe", "l" * 240] + ["w%02d" % n for n in range(20)]
+    node.write_config(cluster_config([{"name": n, "uuid": "u-%d" % i,
+                                       "hvparams": {"kernel_args": "x" * 100}}
+                                      for i, n in enumerate(names)]))
+    for i, n in enumerate(names):
+        node.start(n, runtime_for(n, "u-%d" % i))
+    out = check(node, tmp_path)
+    # The name that is not UTF-8 cannot be matched to its runtime file
+    # (names are compared as /proc shows them, U+FFFD): not judged, not OK.
+    assert out["state"] == "3", out
+    assert len(out["summary"]) <= SUMMARY_MAX
+    assert out["summary"].startswith("22 of 23 instances run with parameters changed")
+    assert (kp.REMEDY % "them") + "; cannot judge 1 instance" in out["summary"]
+    assert out["metrics"] == {"kvm_params_pending": 22, "kvm_params_instances": 23}
