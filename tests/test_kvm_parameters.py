@@ -550,6 +550,28 @@ def test_confd_peer_that_is_no_ip_address_is_never_looked_up():
         confd.config_values(KEY, ["confd.example.invalid"], ["/cluster/mtime"], 1814, 0.5)
 
 
+def test_confd_flood_of_garbage_is_remembered_once():
+    # A peer (or someone spoofing its address) sending datagram after
+    # datagram must not grow the list of problems without bound.
+    import socket
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        ours.setblocking(False)
+        theirs.setblocking(False)
+        for _ in range(2000):
+            try:
+                theirs.send(b"plj0{not json")
+            except BlockingIOError:  # our receive buffer is full
+                break
+        problems = []
+        got = confd._receive(KEY, {ours: "192.0.2.1"}, {"salt": None}, 0.5, problems)
+    finally:
+        ours.close()
+        theirs.close()
+    assert got == {}
+    assert problems == ["answer from 192.0.2.1 ignored: not a signed confd answer"]
+
+
 def test_pointer_escapes():
     assert confd.pointer("cluster", "os_hvp", "a/b~c") == "/cluster/os_hvp/a~1b~0c"
 

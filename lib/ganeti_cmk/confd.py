@@ -195,6 +195,13 @@ def _family(address):
     return None
 
 
+def _note(problems, text):
+    """Add a problem once: a flood of bad datagrams adds one line, not one
+    per datagram."""
+    if text not in problems:
+        problems.append(text)
+
+
 def _receive(key, sockets, salts, timeout, problems):
     """{peer: {rsalt: Answer}} until every peer answered everything, failed,
     or `timeout` passed; what went wrong is added to `problems`."""
@@ -214,17 +221,17 @@ def _receive(key, sockets, salts, timeout, problems):
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError as e:  # ECONNREFUSED: no confd listens there
-                problems.append("%s: %s" % (peer, e.strerror or e))
+                _note(problems, "%s: %s" % (peer, e.strerror or e))
                 del waiting[s]
                 continue
             try:
                 rsalt, reply = unpack_reply(key, datagram)
             except ConfdError as e:
-                problems.append("answer from %s ignored: %s" % (peer, e))
+                _note(problems, "answer from %s ignored: %s" % (peer, e))
                 continue
             if rsalt not in salts:
-                problems.append("answer from %s to a question we did not ask "
-                                "ignored" % peer)
+                _note(problems, "answer from %s to a question we did not ask "
+                      "ignored" % peer)
                 continue
             answers = got.setdefault(peer, {})
             answers[rsalt] = Answer(reply["status"], reply["answer"],
