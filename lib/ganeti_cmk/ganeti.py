@@ -931,8 +931,16 @@ class InstanceConfig:
         self.cluster_mtime = cluster_mtime
 
     def since(self, level):
-        """When the level's values last changed (its object's mtime)."""
-        return self.mtime if level == LEVEL_INSTANCE else self.cluster_mtime
+        """When a value of `level` may last have changed (None: unknown):
+        the instance's mtime, and for the OS and cluster levels also the
+        cluster's. The instance counts for every level: removing its
+        override (`-H key=default`) changes the instance, not the level
+        the value then comes from."""
+        if level == LEVEL_INSTANCE:
+            return self.mtime
+        if self.mtime is None or self.cluster_mtime is None:
+            return None
+        return max(self.mtime, self.cluster_mtime)
 
 
 def _number(value):
