@@ -42,9 +42,11 @@ class FakeConfd:
         self.key = key
         self.config = config
         self.serial = serial
-        self.mode = mode      # ok, silent, garbage, badsig, wrongsalt, nested
+        self.mode = mode      # ok, silent, garbage, badsig, wrongsalt, nested, nonascii,
+                              # surrogate
         self.requests = []
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET,
+                                  socket.SOCK_DGRAM)
         self.sock.bind((address, port))
         self.port = self.sock.getsockname()[1]
         self.sock.settimeout(0.2)
@@ -82,6 +84,12 @@ class FakeConfd:
             return None
         if self.mode == "garbage":
             return b"plj0{not json"
+        if self.mode == "nonascii":  # the shape of a signed answer, a digest no HMAC has
+            return b"plj0" + json.dumps({"msg": "{}", "salt": request["rsalt"],
+                                         "hmac": "\u00e9" * 40}).encode()
+        if self.mode == "surrogate":  # JSON text no UTF-8 can encode
+            return b"plj0" + json.dumps({"msg": "\ud800", "salt": request["rsalt"],
+                                         "hmac": "ab" * 20}).encode()
         status, answer = 0, None
         if request["type"] == 10:
             try:

@@ -6,6 +6,7 @@ outlives the benchmark, also when it is stopped half-way.
 """
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,9 +16,13 @@ import time
 import pytest
 
 from support import ROOT, SYSTEM_PYTHON
+from ganeti_cmk.checks import NAMES
 
 BENCH = os.path.join(ROOT, "bench", "run.py")
-CHECKS = ("ganeti_kvm_device", "ganeti_kvm_binary", "ganeti_cluster_verify")
+CHECKS = tuple("ganeti_" + name for name in NAMES)
+# what an installed needrestart would leave: the bench must never put them there
+NEEDRESTART_HOOKS = ("/etc/apt/apt.conf.d/99needrestart", "/etc/dpkg/dpkg.cfg.d/needrestart",
+                     "/etc/needrestart")
 
 pytestmark = [
     pytest.mark.skipif(not shutil.which("gcc"), reason="gcc builds the qemu stand-ins"),
@@ -28,10 +33,10 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("local"))
-    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build.py"),
-                    "local", out], check=True, stdout=subprocess.DEVNULL, timeout=60)
-    return out
+    out = str(tmp_path_factory.mktemp("agent"))
+    subprocess.run([SYSTEM_PYTHON, os.path.join(ROOT, "tools", "build.py"),
+                    "agent", out], check=True, stdout=subprocess.DEVNULL, timeout=60)
+    return os.path.join(out, "local")
 
 
 def leftovers(workdir):
@@ -60,6 +65,7 @@ def bench(built, tmp_path):
 
 
 def test_quick_run_writes_every_section_and_cleans_up(built, tmp_path):
+    hooks_before = [path for path in NEEDRESTART_HOOKS if os.path.exists(path)]
     proc = subprocess.run(bench(built, tmp_path), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, universal_newlines=True,
                           timeout=120)
@@ -70,11 +76,15 @@ def test_quick_run_writes_every_section_and_cleans_up(built, tmp_path):
                     "## Ganeti verify: parser throughput", "## Against needrestart",
                     "## Memory"):
         assert heading in text
-    assert "| python3 -c pass |" in text
-    for check in CHECKS:
-        assert "| %s |" % check in text
+    assert "| python3 -c pass |" in text and "| python3 -I -S -c pass |" in text
+    agent_mode = text.split("## Each check in agent mode")[1].split("\n## ")[0]
+    for check in CHECKS:  # every registered check, measured and held to a target
+        assert re.search(r"^\| %s( \(.*\))? \|" % check, agent_mode, re.M), check
+        assert "| `%s" % check in text
+    assert "## What was tried" in text
     assert "Quick mode" in text
     assert leftovers(str(tmp_path / "work")) == []
+    assert [path for path in NEEDRESTART_HOOKS if os.path.exists(path)] == hooks_before
 
 
 def test_stopped_half_way_it_kills_its_load(built, tmp_path):

@@ -919,12 +919,13 @@ def test_exit_1_without_error_or_reason_warns(cluster, tmp_path):
                                      "reported no ERROR: no reason given")
 
 
-def test_check_runs_from_a_zipapp(cluster, tmp_path):
-    """The built check (tools/build.py) refreshes through its own zipapp."""
+def test_built_check_refreshes_through_its_own_library(cluster, tmp_path):
+    """The built check (tools/build.py) refreshes through the library
+    beside local/, not the checkout's."""
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build.py"),
-                    "local", str(tmp_path / "local")], check=True,
+                    "agent", str(tmp_path / "agent")], check=True,
                    stdout=subprocess.DEVNULL, timeout=120)
-    app = tmp_path / "local" / "ganeti_cluster_verify"
+    app = tmp_path / "agent" / "local" / "ganeti_cluster_verify"
     (cluster.tmp / "etc").mkdir(exist_ok=True)
     (cluster.tmp / "etc" / "ganeti_cmk.cfg").write_text(cluster.config_text())
     cluster.case("era-2.4")

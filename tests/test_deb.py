@@ -29,7 +29,8 @@ from localcheck_grammar import assert_valid_output
 
 PACKAGE = "ganeti-cmk"
 SUFFIX = "+test1"  # DEB_VERSION_SUFFIX of the upgrade
-LOCALDIR = "/usr/lib/check_mk_agent/local"
+AGENTDIR = "/usr/lib/check_mk_agent"
+LOCALDIR = AGENTDIR + "/local"
 CONFIG = "/etc/check_mk/ganeti_cmk.cfg"
 EXAMPLE = "usr/share/doc/ganeti-cmk/examples/ganeti_cmk.cfg.example"
 AGENT_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -114,12 +115,18 @@ def unpacked(debs, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def built_checks(tmp_path_factory):
-    """What `make build` writes with Debian's python3: the checks."""
-    out = tmp_path_factory.mktemp("local")
+    """What `make build` writes with Debian's python3: {path relative to the
+    agent's library dir: bytes}, the checks in local/ and their library."""
+    out = tmp_path_factory.mktemp("agent")
     env = dict(os.environ)
     env.pop("SOURCE_DATE_EPOCH", None)
-    run(SYSTEM_PYTHON, os.path.join(ROOT, "tools", "build.py"), "local", str(out), env=env)
-    return {name: read(str(out / name)) for name in os.listdir(str(out))}
+    run(SYSTEM_PYTHON, os.path.join(ROOT, "tools", "build.py"), "agent", str(out), env=env)
+    return {os.path.relpath(os.path.join(top, f), str(out)): read(os.path.join(top, f))
+            for top, _, files in os.walk(str(out)) for f in files}
+
+
+def check_names(built):
+    return sorted(p[len("local/"):] for p in built if p.startswith("local/"))
 
 
 def field(deb, name):
@@ -150,15 +157,19 @@ def test_name_version_and_relations(debs):
 
 def test_holds_the_built_checks_exactly_as_make_build_writes_them(debs, unpacked,
                                                                    built_checks):
-    assert built_checks and all(n.startswith("ganeti_") for n in built_checks)
-    local = unpacked / "fs" / LOCALDIR.lstrip("/")
-    assert sorted(os.listdir(str(local))) == sorted(built_checks)
+    names = check_names(built_checks)
+    assert names and all(n.startswith("ganeti_") for n in names)
+    agent = unpacked / "fs" / AGENTDIR.lstrip("/")
+    assert sorted(os.listdir(str(agent / "local"))) == names
+    shipped = sorted(os.path.relpath(os.path.join(top, f), str(agent))
+                     for top, _, files in os.walk(str(agent)) for f in files)
+    assert shipped == sorted(built_checks)
     files = members(debs["base"])
-    for name, data in built_checks.items():
-        assert read(str(local / name)) == data, name
-        member = files[LOCALDIR.lstrip("/") + "/" + name]
-        assert member.isfile() and member.mode == 0o755
-        assert (member.uid, member.gid) == (0, 0)
+    for path, data in built_checks.items():
+        assert read(str(agent / path)) == data, path
+        member = files[AGENTDIR.lstrip("/") + "/" + path]
+        assert member.isfile() and (member.uid, member.gid) == (0, 0)
+        assert member.mode == (0o755 if path.startswith("local/") else 0o644), path
 
 
 def test_never_a_file_in_etc_and_no_maintainer_scripts(debs, unpacked):
@@ -199,7 +210,7 @@ def test_man_page_per_program_made_from_its_help(unpacked, built_checks, tmp_pat
     fs = unpacked / "fs"
     programs = [("usr/share/man/man1/ganeti-cmk.1.gz", fs / "usr/bin/ganeti-cmk", ["status"])]
     programs += [("usr/share/man/man8/%s.8.gz" % name, fs / LOCALDIR.lstrip("/") / name, [])
-                 for name in sorted(built_checks)]
+                 for name in check_names(built_checks)]
     pages = sorted(os.path.relpath(os.path.join(top, f), str(fs))
                    for top, _, files in os.walk(str(fs / "usr/share/man")) for f in files)
     assert pages == sorted(page for page, _, _ in programs)
@@ -289,7 +300,19 @@ def file_state(path):
 
 @pytest.fixture
 def machine(tmp_path):
-    """Save what the lifecycle changes; put it back afterwards."""
+    """Save what the lifecycle changes; put it back afterwards.  One
+    lifecycle at a time on a machine (two test runs from two checkouts
+    would install and purge the package under each other)."""
+    import fcntl
+    with open(MACHINE_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield from _saved_machine(tmp_path)
+
+
+MACHINE_LOCK = "/run/lock/cmk-deb-lifecycle.lock"
+
+
+def _saved_machine(tmp_path):
     before = status()
     repacked = None
     if before.startswith("install ok installed"):

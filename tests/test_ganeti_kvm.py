@@ -228,6 +228,34 @@ def test_configured_instances_with_embedded_disks_and_node_names(tmp_path):
     assert ganeti.configured_kvm_instances(data_dir, "node3") == []
 
 
+def test_instances_that_can_migrate_to_any_node_of_the_group(tmp_path):
+    # Diskless instances and those whose disks are all on storage no node
+    # holds (rbd, ext, sharedfile, gluster, blockdev) migrate or fail over to
+    # any node (gnt-instance migrate -n, the iallocator of their group):
+    # Ganeti's DTS_EXT_MIRROR.  Local disks (plain, file) never move.
+    data_dir = write_config(tmp_path, {
+        "cluster": CLUSTER,
+        "nodes": {"u-n1": {"name": "node1", "group": "g1"},
+                  "u-n2": {"name": "node2", "group": "g1"},
+                  "u-n3": {"name": "node3", "group": "g2"}},
+        "disks": {"r1": {"dev_type": "rbd", "logical_id": ["rbd", "x"]},
+                  "s1": {"dev_type": "sharedfile", "logical_id": ["loop", "/s/x"]},
+                  "p1": {"dev_type": "plain", "logical_id": ["xenvg", "y"]}},
+        "instances": {
+            "i1": {"name": "diskless1", "primary_node": "u-n1", "disks": []},
+            "i2": {"name": "ceph1", "primary_node": "u-n1", "disks": ["r1", "s1"]},
+            "i3": {"name": "mixed1", "primary_node": "u-n1", "disks": ["r1", "p1"]},
+            "i4": {"name": "plain1", "primary_node": "u-n1", "disks": ["p1"]},
+            "i5": {"name": "othergroup1", "primary_node": "u-n3", "disks": ["r1"]},
+            "i6": {"name": "old1", "primary_node": "u-n1", "disk_template": "rbd",
+                   "disks": [{"dev_type": "rbd", "logical_id": ["rbd", "z"]}]}}})
+    found = ganeti.configured_kvm_instances(data_dir, "node2")
+    assert [(i.name, i.primary, i.movable) for i in found] == [
+        ("ceph1", False, True), ("diskless1", False, True), ("old1", False, True)]
+    assert [i.name for i in ganeti.configured_kvm_instances(data_dir, "node1")] == [
+        "ceph1", "diskless1", "mixed1", "old1", "plain1"]
+
+
 def test_no_config_data_means_not_a_candidate(tmp_path):
     assert ganeti.configured_kvm_instances(str(tmp_path), "node1") is None
 

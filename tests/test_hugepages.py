@@ -228,13 +228,17 @@ def test_config_data_adds_instances_that_can_fail_over_here(agent, tree, doubles
         "cluster": {"hvparams": {"kvm": {"mem_path": ""}}, "os_hvp": {},
                     "beparams": {"default": {"maxmem": 128}}},
         "nodes": {"n1": {"name": "node1.example.com"}, "n2": {"name": "node2.example.com"}},
-        "disks": {"d1": {"dev_type": "drbd", "logical_id": ["n1", "n2", 11000, 0, 0, "s"]}},
+        "disks": {"d1": {"dev_type": "drbd", "logical_id": ["n1", "n2", 11000, 0, 0, "s"]},
+                  "p1": {"dev_type": "plain", "logical_id": ["xenvg", "other1"]}},
         "instances": {
             "u1": {"name": "big1", "primary_node": "n1", "hypervisor": "kvm",
                    "hvparams": {"mem_path": hp}, "beparams": {"maxmem": 2048},
                    "disks": ["d1"], "nics": []},
             "u2": {"name": "other1", "primary_node": "n1", "hypervisor": "kvm",
                    "hvparams": {"mem_path": hp}, "beparams": {"maxmem": 8192},
+                   "disks": ["p1"], "nics": []},
+            "u4": {"name": "roam1", "primary_node": "n1", "hypervisor": "kvm",
+                   "hvparams": {"mem_path": hp}, "beparams": {"maxmem": 1536},
                    "disks": [], "nics": []},
             "u3": {"name": "small1", "primary_node": "n2", "hypervisor": "kvm",
                    "hvparams": {"mem_path": hp}, "beparams": {}, "disks": [], "nics": []}}}
@@ -245,6 +249,8 @@ def test_config_data_adds_instances_that_can_fail_over_here(agent, tree, doubles
     assert "290 2 MiB hugepages available (300 free, 10 reserved) do not cover the " \
         "largest instance using it (big1, 2048 MiB), 1024 pages" in service["summary"]
     assert "big1 (from config.data, can fail over here)" in service["details"]
+    # diskless: migrates to any node; other1's plain disk keeps it on node1
+    assert "roam1 (from config.data, can migrate here)" in service["details"]
     assert "other1" not in " ".join(service["details"])
 
 
@@ -323,3 +329,65 @@ def test_real_hugetlbfs_in_a_private_mount_namespace(tmp_path, node, doubles, re
     assert service["state"] == "2"
     assert "do not cover the largest instance using it (huge2, 131072 MiB), 65536 pages" \
         in service["summary"]
+
+
+def test_unreadable_mounts_are_unknown_not_a_missing_hugetlbfs(agent, tree, doubles):
+    # Without the mount table nothing says the mem_path is not a hugetlbfs:
+    # that is "cannot read", never a CRIT naming "no file system".
+    tree.cluster(mem_path=tree.path("dev/hugepages"))
+    os.unlink(str(tree.proc / "self" / "mounts"))
+    (tree.proc / "self" / "mounts").mkdir()
+    service = agent("ganeti_hugepages", tree.config())[SERVICE]
+    assert service["state"] == "3", service
+    assert service["summary"].startswith("cannot read: %s/self/mounts" % tree.proc)
+    assert "no file system" not in service["summary"]
+
+
+def test_long_instance_names_never_cut_the_count_or_the_end():
+    # Ganeti names may be 255 characters long: ten of them do not fit the
+    # summary, which must still end with what it says and how many more.
+    names = ["%s-%02d.example.com" % ("x" * 200, i) for i in range(12)]
+    p = probe_with([Use("/dev/hugepages", names)], {n: None for n in names})
+    r = evaluate(p, "largest", CRIT)
+    assert r.state == 1 and len(r.summary) <= 960
+    assert r.summary.endswith("more need: hvparams or memory unknown (see details)")
+    r = evaluate(probe_with([], instances=names), "largest", CRIT)
+    assert r.state == 0 and len(r.summary) <= 960
+    assert r.summary.endswith("more) and not the cluster default uses mem_path")
+    assert r.summary.startswith("not used: none of the 12 instances here (")
+    many = [Use("/dev/hugepages", names)]
+    r = evaluate(probe_with(many, {n: 2 for n in names}), "sum", CRIT)
+    assert r.state == 0 and len(r.summary) <= 960
+    assert r.summary.endswith("more; 24 MiB) (12 pages)")
+
+
+def test_an_unreadable_pool_is_unknown_not_short(agent, tree, doubles):
+    # A pool file that cannot be read says nothing about free pages: no
+    # CRIT "0 available", but UNKNOWN naming the file.
+    tree.cluster()
+    tree.start(doubles["none"], "big1", tree.path("dev/hugepages"), 512)
+    free = tree.sys / "kernel" / "mm" / "hugepages" / "hugepages-2048kB" / "free_hugepages"
+    free.unlink()
+    os.symlink("/etc/passwd", str(free))
+    service = agent("ganeti_hugepages", tree.config())[SERVICE]
+    assert service["state"] == "3", service
+    assert service["summary"].startswith("cannot read: %s" % free), service["summary"]
+
+
+def test_sum_does_not_add_up_instances_that_could_migrate_to_any_node():
+    # On shared storage every instance of the group may come to any node,
+    # but not all to the same one: `sum` adds those here and their DRBD
+    # failovers; the others only need the largest of them to fit.
+    movers = {"ceph%d" % i: 512 for i in range(3)}
+    p = probe_with([Use("/dev/hugepages", ["run1"] + sorted(movers))],
+                   dict(movers, run1=128), instances=["run1"],
+                   coming={n: "can migrate here" for n in movers})
+    r = evaluate(p, "sum", CRIT)
+    assert r.state == 0, r.summary
+    assert "they cover the largest instance using it (ceph2, 512 MiB) (256 pages)" \
+        in r.summary
+    p.coming["run1"] = "can fail over here"
+    p.memory["run1"] = 560
+    r = evaluate(p, "sum", CRIT)
+    assert r.state == 0 and "the 1 instance using it (run1; 560 MiB) (280 pages)" \
+        in r.summary, r.summary

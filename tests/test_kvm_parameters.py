@@ -121,9 +121,10 @@ def test_every_recorded_format_shows_a_changed_cpu_type_and_vcpus(version):
                               "beparams": {"vcpus": 4}}])
     changes, _ = kp.compare(runtime_of(data), instance_config(config, "inst1.ganeti.test"))
     by_key = {c.key: c for c in changes}
-    # A 2.6 runtime has no cpu_type: Ganeti fills it from the config, so
-    # the instance runs without it (pending only where it was recorded).
-    assert ("cpu_type" in by_key) == (version != "2.6")
+    # A 2.6 runtime has no cpu_type: its qemu runs without -cpu, as with
+    # the default "", and a soft reboot re-executes that command.
+    assert by_key["cpu_type"].old == data[2].get("cpu_type", "")
+    assert by_key["cpu_type"].unrecorded == (version == "2.6")
     assert by_key["kernel_args"].old == "ro" and by_key["kernel_args"].new == "ro quiet"
     assert by_key["kernel_args"].level == "instance"
     assert by_key["vcpus"].backend and by_key["vcpus"].new == 4
@@ -159,13 +160,33 @@ def test_use_time_parameters_are_never_pending():
     assert changes == [] and sorted(ignored) == sorted(changed)
 
 
-def test_keys_only_in_the_runtime_or_only_in_the_config_are_not_pending():
+def test_keys_only_in_the_runtime_or_unknown_keys_only_in_the_config_are_not_pending():
     data = copy.deepcopy(recorded("3.0.2"))
     data[2]["removed_in_a_newer_ganeti"] = "x"
-    del data[2]["cpu_type"]  # an old runtime: Ganeti fills it from the config
-    config = cluster_config([{"name": "i", "hvparams": {"cpu_type": "host"}}])
+    config = cluster_config([{"name": "i", "hvparams": {"added_in_a_newer_ganeti": 1}}])
     changes, _ = kp.compare(runtime_of(data), instance_config(config, "i"))
     assert changes == []
+
+
+def test_a_key_an_old_runtime_lacks_runs_as_its_default_until_a_hard_restart():
+    # The talk's open question: instances started before Ganeti had
+    # cpu_type, still running after `gnt-cluster modify -H kvm:cpu_type=host`.
+    # Their saved command has no -cpu; a soft reboot re-executes it.
+    data = recorded("2.6")
+    own = {"name": "i", "hvparams": dict(data[2]), "beparams": {"maxmem": 512}}
+    at_defaults = cluster_config([own])
+    assert kp.compare(runtime_of(data), instance_config(at_defaults, "i")) == ([], [])
+    config = cluster_config([own], cluster_hv={"cpu_type": "host",
+                                               "user_shutdown": True})
+    i = judged("i", config, data)
+    assert [(c.key, c.old, c.new, c.level) for c in i.changes] == [
+        ("cpu_type", "", "host", "cluster")]
+    assert i.ignored == ["user_shutdown"]
+    r = kp.evaluate(probe_of(i), settings(), NOW)
+    assert r.state == WARN and 'i (cpu_type "" -> host)' in r.summary
+    assert ("i: cpu_type: running \"\", configured host (cluster level); not in "
+            "its runtime file (started by a Ganeti without this parameter), so "
+            "it runs as with the default") in r.details
 
 
 def test_memory_from_m_as_number_or_text():
@@ -291,10 +312,24 @@ def test_age_from_the_newest_of_the_level_and_the_runtime():
 
 
 def test_cluster_level_changes_age_with_the_cluster():
-    config = cluster_config([{"name": "i", "mtime": NOW - 60}],
+    config = cluster_config([{"name": "i", "mtime": NOW - 15 * 86400}],
                             cluster_hv={"cpu_type": "host"}, cluster_mtime=NOW - 10 * 86400)
     i = judged("i", config, runtime_mtime=NOW - 20 * 86400)
     assert i.since == NOW - 10 * 86400
+
+
+def test_an_override_removed_an_hour_ago_is_not_pending_since_the_start():
+    # `gnt-instance modify -H kernel_args=default` an hour ago: the value
+    # now comes from the cluster (unchanged for a month), but the change
+    # was made on the instance; the start 20 days ago is not when it began.
+    data = copy.deepcopy(recorded("3.0.2"))
+    data[2]["kernel_args"] = "ro console=ttyS0"
+    config = cluster_config([{"name": "i", "mtime": NOW - 3600}],
+                            cluster_mtime=NOW - 30 * 86400)
+    i = judged("i", config, data, runtime_mtime=NOW - 20 * 86400)
+    assert [(c.key, c.level) for c in i.changes] == [("kernel_args", "cluster")]
+    assert i.since == NOW - 3600
+    assert kp.evaluate(probe_of(i), settings(), NOW).state == WARN
 
 
 def test_unknown_age_is_warn_never_crit_nor_ok():
@@ -378,6 +413,25 @@ def test_no_source_is_unknown_and_says_overrides_cannot_be_seen():
     assert [m.name for m in r.metrics] == ["kvm_params_instances"]
 
 
+def test_no_source_summary_fits_with_ten_ipv6_candidates_refusing():
+    peers = ["2001:db8:ffff:ffff:ffff:ffff:ffff:%x" % n for n in range(10)]
+    confd_note = ("confd: no complete answer from confd at %s (port 1814) within 2 s; "
+                  % ", ".join(peers) + "; ".join("%s: Connection refused" % p
+                                                 for p in peers[:4]))
+    found = probe_of(*[kp.Instance("instance-%d" % n, n + 1) for n in range(3)], source=None)
+    found.source_error = ("neither config.data (only on the master and master "
+                          "candidates) nor ganeti-confd could be read")
+    found.notes = ["config.data not used: /var/lib/ganeti/config.data: larger than 64 MiB",
+                   confd_note]
+    found.cluster_hv = {"cpu_type": ""}
+    r = kp.evaluate(found, settings(), NOW)
+    assert r.state == UNKNOWN and len(r.summary) <= SUMMARY_MAX
+    assert r.summary.startswith("cannot tell whether 3 instances run with changed "
+                                "parameters: neither config.data")
+    assert r.summary.endswith("instance and OS overrides cannot be seen")
+    assert confd_note in r.details  # what the summary leaves out
+
+
 # --- config.data ----------------------------------------------------------
 
 def test_config_data_refusals(tmp_path):
@@ -447,6 +501,8 @@ def test_confd_config_query(fake_confd):
     ("garbage", "not a signed confd answer"),
     ("badsig", "bad signature"),
     ("wrongsalt", "a question we did not ask"),
+    ("nonascii", "bad signature"),
+    ("surrogate", "not a signed confd answer"),
     ("nested", "signed answer is not JSON")])
 def test_confd_misbehaving_is_an_error_saying_why(fake_confd, mode, why):
     server = fake_confd(cluster_config([]), mode=mode)
@@ -476,6 +532,44 @@ def test_confd_answer_of_one_peer_is_enough_when_another_is_silent(fake_confd):
     values, _ = confd.config_values(KEY, ["127.0.0.2", "127.0.0.1"],
                                     ["/cluster/mtime"], good.port, 0.5)
     assert values == {"/cluster/mtime": 1}
+
+
+def test_confd_over_ipv6(fake_confd):
+    try:
+        server = fake_confd(cluster_config([], cluster_mtime=3), address="::1")
+    except OSError as e:
+        pytest.skip("no IPv6 loopback here: %s" % e)
+    values, _ = confd.config_values(KEY, ["::1"], ["/cluster/mtime"], server.port, 2)
+    assert values == {"/cluster/mtime": 3}
+
+
+def test_confd_peer_that_is_no_ip_address_is_never_looked_up():
+    # ssconf_master_candidates_ips holds addresses; a name there would make
+    # connect() ask the resolver, which may hang past every timeout.
+    with pytest.raises(confd.ConfdError, match="confd.example.invalid: not an IP address"):
+        confd.config_values(KEY, ["confd.example.invalid"], ["/cluster/mtime"], 1814, 0.5)
+
+
+def test_confd_flood_of_garbage_is_remembered_once():
+    # A peer (or someone spoofing its address) sending datagram after
+    # datagram must not grow the list of problems without bound.
+    import socket
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        ours.setblocking(False)
+        theirs.setblocking(False)
+        for _ in range(2000):
+            try:
+                theirs.send(b"plj0{not json")
+            except BlockingIOError:  # our receive buffer is full
+                break
+        problems = []
+        got = confd._receive(KEY, {ours: "192.0.2.1"}, {"salt": None}, 0.5, problems)
+    finally:
+        ours.close()
+        theirs.close()
+    assert got == {}
+    assert problems == ["answer from 192.0.2.1 ignored: not a signed confd answer"]
 
 
 def test_pointer_escapes():
@@ -626,6 +720,21 @@ def test_agent_confd_silent_is_unknown_with_the_reason(fake_node, fake_confd, tm
                               "(an instance or OS override may explain it)"]
 
 
+def test_agent_confd_wait_ends_before_the_checks_deadline(fake_node, fake_confd, tmp_path):
+    # confd_timeout longer than the check's deadline: the check still says
+    # that confd did not answer, not merely that it ran out of time.
+    node = fake_node(role="regular")
+    server = fake_confd(cluster_config([]), mode="silent")
+    node.start("web1", runtime_for("web1", "u-web1"))
+    text = node.config_text(confd_port=server.port, confd_timeout="60s")
+    services = run_agent("ganeti_kvm_parameters", tmp_path,
+                         text + "[general]\ndeadline = 4s\n")
+    out = services[SERVICE]
+    assert out["state"] == "3"
+    assert "ganeti-confd could be read; confd: no complete answer from confd at " \
+        "127.0.0.1 (port %d) within " % server.port in out["summary"], out
+
+
 def test_agent_huge_config_is_refused_with_the_reason(fake_node, tmp_path):
     node = fake_node()
     config = cluster_config([{"name": "web1", "uuid": "u-web1"}])
@@ -649,3 +758,23 @@ def test_agent_outside_a_cluster_prints_nothing(tmp_path):
                       config_text="[paths]\nganeti_data_dir = %s\n" % tmp_path)
     assert (proc.returncode, proc.stdout) == (0, "")
     assert "not in a Ganeti cluster" in proc.stderr
+
+
+def test_agent_hostile_instance_names_give_valid_lines_and_keep_the_remedy(fake_node, tmp_path):
+    # Names Ganeti would never write, in pid files and -name: quotes, a
+    # backslash-n, bytes that are not UTF-8, 240 characters.
+    node = fake_node()
+    names = ['q"uote\\nx', "bad\udcff\udcfe", "l" * 240] + ["w%02d" % n for n in range(20)]
+    node.write_config(cluster_config([{"name": n, "uuid": "u-%d" % i,
+                                       "hvparams": {"kernel_args": "x" * 100}}
+                                      for i, n in enumerate(names)]))
+    for i, n in enumerate(names):
+        node.start(n, runtime_for(n, "u-%d" % i))
+    out = check(node, tmp_path)
+    # The name that is not UTF-8 cannot be matched to its runtime file
+    # (names are compared as /proc shows them, U+FFFD): not judged, not OK.
+    assert out["state"] == "3", out
+    assert len(out["summary"]) <= SUMMARY_MAX
+    assert out["summary"].startswith("22 of 23 instances run with parameters changed")
+    assert (kp.REMEDY % "them") + "; cannot judge 1 instance" in out["summary"]
+    assert out["metrics"] == {"kvm_params_pending": 22, "kvm_params_instances": 23}

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tarfile
 import time
-import zipfile
 
 import mkp
 import pytest
@@ -77,14 +76,15 @@ def commit_time():
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory):
-    """`make build mkp` into tmp: {"local": dir, "mkp": path}."""
+    """`make build mkp` into tmp: {"agent": the agent's library dir,
+    "local": its local/, "mkp": path}."""
     out = tmp_path_factory.mktemp("packaging")
     env = dict(os.environ)
     env.pop("SOURCE_DATE_EPOCH", None)  # the default: last commit time
-    make("build", "mkp", "BUILDDIR=%s" % (out / "local"), "DISTDIR=%s" % (out / "dist"),
+    make("build", "mkp", "BUILDDIR=%s" % (out / "agent"), "DISTDIR=%s" % (out / "dist"),
          env=env)
-    return {"local": out / "local", "mkp": out / "dist" / MKP_NAME,
-            "epoch": commit_time()}
+    return {"agent": out / "agent", "local": out / "agent" / "local",
+            "mkp": out / "dist" / MKP_NAME, "epoch": commit_time()}
 
 
 @pytest.fixture(scope="session")
@@ -102,26 +102,42 @@ def package(built):
 
 # --- the built checks ----------------------------------------------------
 
-def test_build_makes_one_executable_zipapp_per_check(built):
+def library_modules():
+    """lib/ganeti_cmk/**.py, relative to lib/."""
+    lib = os.path.join(ROOT, "lib")
+    return sorted(os.path.relpath(os.path.join(top, f), lib)
+                  for top, dirs, files in os.walk(os.path.join(lib, PACKAGE))
+                  for f in files if f.endswith(".py"))
+
+
+def agent_layout():
+    """Every file the build writes, relative to the agent's library dir:
+    the entry scripts in local/, the library with a .pyc per module."""
+    tag = sys.implementation.cache_tag
+    files = ["local/" + c for c in CHECKS]
+    for module in library_modules():
+        directory, name = os.path.split(module)
+        files += [module, "%s/__pycache__/%s.%s.pyc" % (directory, name[:-3], tag)]
+    return sorted(files)
+
+
+def test_build_makes_an_entry_script_per_check_and_the_library_beside_local(built):
     assert CHECKS, "no checks/ganeti_* found"
     assert sorted(os.listdir(built["local"])) == CHECKS
+    assert sorted(files_under(built["agent"])) == agent_layout()
     for name in CHECKS:
         path = built["local"] / name
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o755
-        assert read(path).startswith(b"#!/usr/bin/env python3\n")
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            assert names == sorted(names)
-            assert "__main__.py" in names and "ganeti_cmk/runner.py" in names
-            assert not [n for n in names if "__pycache__" in n or n.endswith("/")]
-            assert all(n.endswith((".py", ".pyc")) for n in names)
-            # every module is there as source, for Pythons the .pyc does not fit
-            assert {n[:-1] for n in names if n.endswith(".pyc")} == \
-                {n for n in names if n.endswith(".py")}
-            assert len({i.date_time for i in zf.infolist()}) == 1
-            main = zf.read("__main__.py").decode()
-            assert "sys.path.insert" not in main
-            assert "checks." in main and "main(CHECK)" in main
+        text = read(path).decode()
+        # the nodes' python3, isolated (no site, no environment), no bytecode written
+        assert text.startswith("#!/usr/bin/python3 -ISB\n")
+        assert "sys.path.append(lib)" in text and "sys.path.insert" not in text
+        assert "checks.%s import CHECK" % name[len("ganeti_"):] in text
+    for path, (mode, data) in files_under(built["agent"]).items():
+        if not path.startswith("local/"):
+            assert mode == 0o644, path
+        if path.endswith(".py"):
+            assert data == read(os.path.join(ROOT, "lib", path))
 
 
 def test_every_check_module_is_registered_so_it_gets_built():
@@ -152,29 +168,29 @@ def interpreters():
 @pytest.mark.parametrize("python", interpreters())
 def test_built_check_runs_under_every_python_and_uses_bytecode_when_it_fits(
         built, tmp_path, python):
-    """The .pyc next to each module is used by the Python version that built
-    it and rejected, falling back to the source, by every other version.
-    Bytecode from the build names its file relative to the zip, bytecode
-    compiled at import time names the zip's absolute path."""
+    """The .pyc beside each module is used by the Python version that built
+    it and rejected, falling back to the source, by every other version;
+    none writes bytecode (-B, as in the entry scripts' #! line)."""
     env = {"PATH": AGENT_PATH, "MK_CONFDIR": str(tmp_path), "MK_VARDIR": str(tmp_path),
            "LC_ALL": "C.UTF-8"}
     (tmp_path / "ganeti_cmk.cfg").write_text(problem_config(tmp_path))
-    app = str(built["local"] / "ganeti_kvm_device")
-    proc = subprocess.run([python, "-I", app], stdin=subprocess.DEVNULL,
+    agent = tmp_path / "agent"
+    shutil.copytree(str(built["agent"]), str(agent))
+    before = files_under(agent)
+    script = str(agent / "local" / "ganeti_kvm_device")
+    proc = subprocess.run([python, "-ISB", "-v", script], stdin=subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, env=env, cwd=str(tmp_path), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert assert_valid_output(proc.stdout)[None]["KVM device"]["state"] == "2"
-    probe = subprocess.run(
-        [python, "-I", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-         "from ganeti_cmk import runner; print(sys.version_info[:2]); "
-         "print(runner.main.__code__.co_filename)", app],
-        stdout=subprocess.PIPE, universal_newlines=True, env=env, timeout=60, check=True)
-    version, filename = probe.stdout.splitlines()
-    if version == str(tuple(sys.version_info[:2])):
-        assert filename == "ganeti_cmk/runner.py"
-    else:
-        assert filename == app + "/ganeti_cmk/runner.py"
+    runner = str(agent / PACKAGE / "__pycache__" / ("runner.%s.pyc"
+                                                    % sys.implementation.cache_tag))
+    from_bytecode = "# code object from '%s'" % runner in proc.stderr
+    same = subprocess.run([python, "-c", "import sys; print(sys.implementation.cache_tag)"],
+                          stdout=subprocess.PIPE, universal_newlines=True,
+                          timeout=60).stdout.strip() == sys.implementation.cache_tag
+    assert from_bytecode == same, proc.stderr[-3000:]
+    assert files_under(agent) == before
 
 
 # --- the .mkp, read back with the standard library -------------------------
@@ -215,7 +231,7 @@ def test_manifest_files_are_exactly_the_part_tar_members(package):
     assert list(info["files"]) == ["agents"]
     names = [m.name for m, _ in package["agents"]]
     assert info["files"]["agents"] == names == sorted(names)
-    expected = [BASE + "ganeti_cmk.cfg.example"] + [BASE + "local/" + c for c in CHECKS]
+    expected = [BASE + "ganeti_cmk.cfg.example"] + [BASE + f for f in agent_layout()]
     assert names == sorted(expected)
     for m, _ in package["agents"]:
         assert m.isfile(), m.name
@@ -223,12 +239,12 @@ def test_manifest_files_are_exactly_the_part_tar_members(package):
         assert (m.uid, m.gid, m.uname, m.gname) == (0, 0, "", "")
 
 
-def test_part_tar_holds_the_built_checks_0755_and_the_example_config(built, package):
+def test_part_tar_holds_the_built_checks_and_library_and_the_example_config(built,
+                                                                             package):
     files = {m.name: (m, data) for m, data in package["agents"]}
-    for name in CHECKS:
-        member, data = files[BASE + "local/" + name]
-        assert member.mode == 0o755
-        assert data == read(built["local"] / name)
+    for path, (mode, data) in files_under(built["agent"]).items():
+        member, packed = files[BASE + path]
+        assert member.mode == mode and packed == data, path
     member, data = files[BASE + "ganeti_cmk.cfg.example"]
     assert member.mode == 0o644 and data == read(EXAMPLE_CFG)
 
@@ -247,8 +263,8 @@ def test_gnu_tar_extracts_the_listed_files_as_checkmk_does(built, package, tmp_p
                           + package["info"]["files"]["agents"],
                           input=package["data"]["agents.tar"], timeout=60)
     assert proc.returncode == 0
-    for name in CHECKS:
-        assert read(part / BASE / "local" / name) == read(built["local"] / name)
+    for path, (mode, data) in files_under(built["agent"]).items():
+        assert read(part / BASE / path) == data
 
 
 # --- the .mkp, read back with the PyPI mkp package ------------------------
@@ -272,11 +288,10 @@ def test_same_tree_gives_same_bytes(tmp_path):
     """Two builds in a row, the second with another hash seed: same bytes."""
     build_tool("mkp", str(tmp_path / "a"))
     build_tool("mkp", str(tmp_path / "b"), PYTHONHASHSEED="123")
-    build_tool("local", str(tmp_path / "la"))
-    build_tool("local", str(tmp_path / "lb"), PYTHONHASHSEED="random")
+    build_tool("agent", str(tmp_path / "la"))
+    build_tool("agent", str(tmp_path / "lb"), PYTHONHASHSEED="random")
     assert read(tmp_path / "a" / MKP_NAME) == read(tmp_path / "b" / MKP_NAME)
-    for name in CHECKS:
-        assert read(tmp_path / "la" / name) == read(tmp_path / "lb" / name)
+    assert files_under(tmp_path / "la") == files_under(tmp_path / "lb")
 
 
 def test_source_date_epoch_sets_every_timestamp(tmp_path):
@@ -285,9 +300,6 @@ def test_source_date_epoch_sets_every_timestamp(tmp_path):
         assert {m.mtime for m in outer.getmembers()} == {1700000000}
         inner = tarfile.open(fileobj=outer.extractfile("agents.tar"))
         assert {m.mtime for m in inner.getmembers()} == {1700000000}
-        check = inner.extractfile(BASE + "local/" + CHECKS[0]).read()
-    with zipfile.ZipFile(io.BytesIO(check)) as zf:
-        assert {i.date_time for i in zf.infolist()} == {(2023, 11, 14, 22, 13, 20)}
 
 
 # --- run as the Checkmk agent runs local checks ----------------------------
@@ -334,15 +346,16 @@ def run_one(localdir, script, env):
 
 @pytest.fixture
 def agent_dirs(built, tmp_path):
-    """MK_LIBDIR/local with the checks from the .mkp (as mkp extracts them),
+    """MK_LIBDIR with the checks and their library from the .mkp (as mkp
+    extracts them, as the agent bakery deploys its custom files),
     ganeti_kvm_device also in local/300/; the config, var and log dirs."""
     pkg = mkp.load_file(str(built["mkp"]))
     pkg.extract_files(str(tmp_path / "site"))
     libdir = tmp_path / "lib"
+    shutil.copytree(str(tmp_path / "site" / "agents" / BASE), str(libdir))
+    os.unlink(str(libdir / "ganeti_cmk.cfg.example"))
     local = libdir / "local"
-    (local / "300").mkdir(parents=True)
-    for name in CHECKS:
-        shutil.copy2(str(tmp_path / "site" / "agents" / BASE / "local" / name), str(local))
+    (local / "300").mkdir()
     shutil.copy2(str(local / "ganeti_kvm_device"), str(local / "300"))
     dirs = {"lib": libdir, "local": local}
     for name in ("etc", "var", "log"):
@@ -400,7 +413,7 @@ exit 1
 
 
 def test_verify_refreshes_in_the_background_from_the_built_check(agent_dirs):
-    """The detached refresh re-imports the library from the zipapp, with
+    """The detached refresh re-imports the library from beside local/, with
     nothing but the agent's environment."""
     lib, env = agent_dirs["lib"], agent_dirs["env"]
     ssconf = lib / "ganeti"
@@ -447,8 +460,10 @@ def files_under(root):
 def test_install_and_uninstall_with_destdir(tmp_path):
     dest = tmp_path / "root"
     make("install", "DESTDIR=%s" % dest, "BUILDDIR=%s" % (tmp_path / "build"))
-    local = "usr/lib/check_mk_agent/local/"
-    expected = {local + c: (0o755, read(tmp_path / "build" / c)) for c in CHECKS}
+    libdir = "usr/lib/check_mk_agent/"
+    expected = {libdir + path: value
+                for path, value in files_under(tmp_path / "build").items()}
+    assert sorted(expected) == [libdir + f for f in agent_layout()]
     expected["etc/check_mk/ganeti_cmk.cfg.example"] = (0o644, read(EXAMPLE_CFG))
     assert files_under(dest) == expected
     make("uninstall", "DESTDIR=%s" % dest)
@@ -461,16 +476,18 @@ def test_install_keeps_the_operators_files_and_uninstall_only_removes_its_own(tm
     (dest / "opt/local").mkdir(parents=True)
     (dest / "etc/check_mk/ganeti_cmk.cfg").write_text("[general]\ndeadline = 20s\n")
     (dest / "opt/local/other_check").write_text("#!/bin/sh\necho '0 other - fine'\n")
+    (dest / "opt/plugins").mkdir()
     before = files_under(dest)
-    args = ["DESTDIR=%s" % dest, "LOCALDIR=/opt/local",
-            "BUILDDIR=%s" % (tmp_path / "build")]
+    args = ["DESTDIR=%s" % dest, "LIBDIR=/opt", "BUILDDIR=%s" % (tmp_path / "build")]
     make("install", *args)
+    (dest / "opt/ganeti_cmk/gone.py").write_text("# a module of an older version\n")
     make("install", *args)  # an upgrade over an installed version
     after = files_under(dest)
     added = {k: v for k, v in after.items() if k not in before}
     assert {k: v for k, v in after.items() if k in before} == before
     assert sorted(added) == sorted(["etc/check_mk/ganeti_cmk.cfg.example"]
-                                   + ["opt/local/" + c for c in CHECKS])
+                                   + ["opt/" + f for f in agent_layout()])
+    assert sorted(os.listdir(str(dest / "opt"))) == ["ganeti_cmk", "local", "plugins"]
     make("uninstall", *args)
     assert files_under(dest) == before
 

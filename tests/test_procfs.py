@@ -255,3 +255,17 @@ def test_mounts_decode_escapes(tmp_path):
         b"none /mnt/a\\040b\\134c hugetlbfs rw,pagesize=2M 0 0\nshort line\n")
     assert procfs.mounts(str(tmp_path)) == [
         ("/mnt/a b\\c", "hugetlbfs", {"rw": "", "pagesize": "2M"})]
+
+
+def test_a_mount_table_over_the_limit_is_refused_not_cut(tmp_path):
+    # Cut, the mounts after the limit (a hugetlbfs among them) would be
+    # missing and a mem_path there would look like a plain directory.
+    (tmp_path / "self").mkdir()
+    line = b"tmpfs /run/user/%d tmpfs rw 0 0\n"
+    table = b"".join(line % i for i in range(700000))
+    assert len(table) > procfs.MOUNTS_MAX
+    (tmp_path / "self" / "mounts").write_bytes(
+        table + b"none /dev/hugepages hugetlbfs rw,pagesize=2M 0 0\n")
+    with pytest.raises(OSError) as e:
+        procfs.mounts(str(tmp_path))
+    assert "larger than" in str(e.value)

@@ -43,13 +43,19 @@ def config(node, device):
 
 def config_data(node, instances, cluster_kvm=None, os_hvp=None):
     """A 3.0-style config.data: node1 and node2 (this node), instances as
-    (name, primary, secondary or None, hvparams, nics)."""
+    (name, primary, secondary or None or "diskless", hvparams, nics); without
+    a secondary the instance has a local (plain) disk."""
     disks, insts = {}, {}
     for i, (name, primary, secondary, hvparams, nics) in enumerate(instances):
         disk_uuids = []
-        if secondary:
+        if secondary == "diskless":
+            pass
+        elif secondary:
             disks["disk-%d" % i] = {"dev_type": "drbd", "logical_id": [
                 primary, secondary, 11000 + i, 0, 0, "secret"], "children": []}
+            disk_uuids.append("disk-%d" % i)
+        else:
+            disks["disk-%d" % i] = {"dev_type": "plain", "logical_id": ["xenvg", name]}
             disk_uuids.append("disk-%d" % i)
         insts["uuid-%d" % i] = {"name": name, "primary_node": primary, "os": "debian",
                                 "hypervisor": "kvm", "hvparams": hvparams,
@@ -209,6 +215,17 @@ def test_missing_and_regular_file(agent, node, tmp_path):
     assert "remove it" in service["summary"]
 
 
+def test_a_fifo_at_the_device_path_is_never_opened(agent, node, tmp_path):
+    # Opened, a FIFO with no writer would block a reader; it is reported.
+    ssconf(node, {"vhost_net": "True"})
+    fifo = tmp_path / "fifo"
+    os.mkfifo(str(fifo))
+    service = agent("ganeti_vhost_net", config(node, fifo))[SERVICE]
+    assert service["state"] == "2"
+    assert "fifo is a named pipe, not the vhost-net character device 10:238" \
+        in service["summary"]
+
+
 def test_running_instances_decide(agent, node, doubles, tmp_path):
     ssconf(node, {"vhost_net": "False", "nic_type": "paravirtual"})
     start(node, doubles["none"], "plain1", NO_VHOST)
@@ -281,16 +298,40 @@ def test_config_data_names_instances_to_start_or_fail_over_here(agent, node, dou
         ("running1", "n2", None, {"vhost_net": True}, 1),     # modified, runs here
         ("down1", "n2", None, {"vhost_net": True}, 1),        # primary here, down
         ("drbd1", "n1", "n2", {}, 1),                         # OS override, failover
-        ("elsewhere1", "n1", None, {"vhost_net": True}, 1),   # never here
+        ("elsewhere1", "n1", None, {"vhost_net": True}, 1),   # local disk: never here
+        ("diskless1", "n1", "diskless", {"vhost_net": True}, 1),  # migrates anywhere
         ("nonic1", "n2", None, {"vhost_net": True}, 0),       # no NIC, no vhost
     ], os_hvp={"debian": {"kvm": {"vhost_net": True}}})
     service = agent("ganeti_vhost_net", config(node, tmp_path / "missing"))[SERVICE]
     assert service["state"] == "2", service
-    assert ("3 instances down1 (vhost_net=True, primary here), drbd1 (vhost_net=True, "
+    assert ("4 instances diskless1 (vhost_net=True, can migrate here), down1 "
+            "(vhost_net=True, primary here), drbd1 (vhost_net=True, "
             "can fail over here), running1 (vhost_net=True from its next start) need "
             "it") in service["summary"]
     assert "elsewhere1" not in service["summary"] and "nonic1" not in service["summary"]
     assert any("config.data read" in d for d in service["details"])
+
+
+def test_an_offline_instance_needs_nothing_until_it_is_online(agent, node, doubles,
+                                                              tmp_path):
+    # Ganeti starts no instance marked offline (gnt-instance modify
+    # --offline): it needs vhost-net only once it is online again.
+    ssconf(node, NO_VHOST)
+    config_data(node, [("retired1", "n2", None, {"vhost_net": True}, 1)])
+    with open(os.path.join(node.data_dir, "config.data")) as f:
+        data = json.load(f)
+    data["instances"]["uuid-0"]["admin_state"] = "offline"
+    with open(os.path.join(node.data_dir, "config.data"), "w") as f:
+        json.dump(data, f)
+    service = agent("ganeti_vhost_net", config(node, tmp_path / "missing"))[SERVICE]
+    assert service["state"] == "0", service
+    assert service["summary"].startswith("not needed: no instance here")
+    data["instances"]["uuid-0"]["admin_state"] = "down"
+    with open(os.path.join(node.data_dir, "config.data"), "w") as f:
+        json.dump(data, f)
+    service = agent("ganeti_vhost_net", config(node, tmp_path / "missing"))[SERVICE]
+    assert service["state"] == "2", service
+    assert "instance retired1 (vhost_net=True, primary here) needs it" in service["summary"]
 
 
 def test_broken_config_data_is_not_ok(agent, node, tmp_path):
@@ -300,3 +341,17 @@ def test_broken_config_data_is_not_ok(agent, node, tmp_path):
     service = agent("ganeti_vhost_net", config(node, tmp_path / "missing"))[SERVICE]
     assert service["state"] == "1"
     assert "cannot tell whether it is needed: config.data unknown" in service["summary"]
+
+
+def test_long_instance_names_never_cut_the_count_or_the_end():
+    # Ganeti names may be 255 characters long: ten of them do not fit.
+    names = ["%s-%02d.example.com" % ("x" * 200, i) for i in range(12)]
+    r = evaluate(Probe("/dev/vhost-net", instances=names))
+    assert r.state == 0 and len(r.summary) <= 960
+    assert r.summary.startswith("not needed: none of the 12 instances here (")
+    assert r.summary.endswith("more) and not the cluster default uses vhost_net; "
+                              "/dev/vhost-net usable")
+    r = evaluate(Probe("/dev/vhost-net", instances=names, exists=False))
+    assert r.state == 0 and len(r.summary) <= 960
+    assert r.summary.endswith("/dev/vhost-net is missing, module vhost_net not "
+                              "loaded (no /sys/module/vhost_net)")

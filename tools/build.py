@@ -1,18 +1,24 @@
 #!/usr/bin/env python3
-"""Build the self-contained checks and the Checkmk .mkp (stdlib only).
+"""Build the checks for the Checkmk agent and the Checkmk .mkp (stdlib only).
 
-    tools/build.py local OUTDIR   one executable zipapp per registered check
+    tools/build.py agent OUTDIR   the agent's library directory, in OUTDIR
     tools/build.py mkp OUTDIR     OUTDIR/<name>-<version>.mkp
 
 The checks are those of the registry (lib/ganeti_cmk/checks/__init__.py,
-NAMES): check `kvm_binary` becomes the executable `ganeti_kvm_binary`.  A
-built check is `#!/usr/bin/env python3` followed by a zip holding the
-library (lib/ganeti_cmk/**.py) and a __main__.py that runs that check.  It needs nothing but python3 3.9+, wherever it is
-copied to.  Next to every module sits its bytecode (module.pyc, checked
-hash-based) from the python3 that runs this build: a node with the same
-Python minor version skips compiling at every start, any other Python
-rejects the .pyc by its magic number and compiles the source (as does
-every Python for a source edited inside the zip).
+NAMES): check `kvm_binary` becomes the entry script `local/ganeti_kvm_binary`.
+OUTDIR mirrors the agent's library directory (/usr/lib/check_mk_agent):
+
+    local/ganeti_<name>     an entry script per check, executable, the only
+                            files for local/ (the agent runs every one there)
+    ganeti_cmk/**.py        the library, with __pycache__/*.pyc
+
+An entry script starts `#!/usr/bin/python3 -ISB` (the nodes' python3,
+isolated: no site, no user or environment paths, no bytecode written) and
+imports the library from ../ganeti_cmk, or ../../ganeti_cmk when the agent
+runs it from local/<interval>/.  The bytecode is the build's python3's
+(checked hash-based .pyc, valid however the files' times are set): a node
+with the same Python minor version imports without compiling, any other
+Python compiles the sources.
 
 The same tree built by the same Python version gives the same bytes:
 members sorted, every timestamp $SOURCE_DATE_EPOCH (default: the time of
@@ -29,14 +35,15 @@ import marshal
 import os
 import pprint
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
-import time
-import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHEBANG = b"#!/usr/bin/env python3\n"
+PYTHON3 = "/usr/bin/python3"  # the nodes' (Debian's) python3
+SHEBANG = "#!%s -ISB\n" % PYTHON3
+LIBRARY = "ganeti_cmk"  # the library's directory beside local/
 NAME_RE = re.compile(r"^[^\d\W][-\w]*$")  # Checkmk 2.3+ package names
 # Keys that mkp/info must set; the build adds version and files.
 INFO_KEYS = ("author", "description", "download_url", "name", "title",
@@ -60,9 +67,17 @@ def registry():
     return load_all()
 
 
-# The built check's __main__.py; an agent must still get a valid line when
-# the library cannot be loaded (a Python too old, a damaged file).
-MAIN = """import sys
+# A check's entry script; an agent must still get a valid line when the
+# library cannot be loaded (a Python too old, a damaged or missing file).
+ENTRY = """%(shebang)s# %(name)s: a Checkmk local check of ganeti-cmk %(version)s.  The library is
+# ../ganeti_cmk beside local/ (../../ganeti_cmk from local/<interval>/).
+import sys
+from os.path import dirname, isdir, realpath
+
+lib = dirname(dirname(realpath(__file__)))
+if not isdir(lib + "/ganeti_cmk"):
+    lib = dirname(lib)
+sys.path.append(lib)
 try:
     from ganeti_cmk.runner import main
     from ganeti_cmk.checks.%(module)s import CHECK
@@ -74,10 +89,10 @@ sys.exit(main(CHECK))
 
 
 def library_files():
-    """(path in the zip, path on disk) of every library module, sorted."""
+    """(path relative to lib/, path on disk) of every library module, sorted."""
     lib = os.path.join(ROOT, "lib")
     found = []
-    for top, dirs, files in os.walk(os.path.join(lib, "ganeti_cmk")):
+    for top, dirs, files in os.walk(os.path.join(lib, LIBRARY)):
         dirs[:] = [d for d in dirs if d != "__pycache__"]
         for name in files:
             if name.endswith(".py"):
@@ -100,50 +115,56 @@ def source_date_epoch():
         return 0
 
 
-def main_module(check):
-    """The __main__.py of one built check."""
+def entry_script(check):
+    """The entry script of one check (text)."""
+    from ganeti_cmk import __version__
     from ganeti_cmk.localcheck import UNKNOWN, Result, render_line
     broken = render_line(Result(UNKNOWN, check.service, "cannot load "
                                 "ganeti_cmk (%s): reinstall the check"))
-    return MAIN % {"module": check.module, "broken": broken}
+    return ENTRY % {"shebang": SHEBANG, "name": check.name, "version": __version__,
+                    "module": check.module, "broken": broken}
 
 
-def bytecode(source, arcname):
-    """module.pyc for zipimport: PEP 552 checked hash-based bytecode."""
-    code = compile(source, arcname, "exec", dont_inherit=True)
+def bytecode(source, path):
+    """The .pyc of a module: PEP 552 checked hash-based bytecode."""
+    code = compile(source, path, "exec", dont_inherit=True)
     return (importlib.util.MAGIC_NUMBER + (0b11).to_bytes(4, "little")
             + importlib.util.source_hash(source) + marshal.dumps(code))
 
 
-def zipapp(check, epoch):
-    """The executable bytes of one built check."""
-    date_time = time.gmtime(max(epoch, 315532800))[:6]  # zip starts in 1980
-    sources = [("__main__.py", main_module(check).encode("utf-8"))]
-    for arcname, path in library_files():
-        with open(path, "rb") as f:
-            sources.append((arcname, f.read()))
-    members = []
-    for arcname, source in sources:
-        members.append((arcname, source))
-        members.append((arcname + "c", bytecode(source, arcname)))
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for arcname, data in sorted(members):
-            info = zipfile.ZipInfo(arcname, date_time)
-            info.external_attr = 0o644 << 16
-            info.create_system = 3  # Unix, whatever the build host is
-            zf.writestr(info, data)
-    return SHEBANG + buf.getvalue()
+def pyc_path(relpath):
+    """Where this Python looks for a module's bytecode: __pycache__ beside it."""
+    directory, name = relpath.rsplit("/", 1)
+    return "%s/__pycache__/%s.%s.pyc" % (directory, name[:-3], sys.implementation.cache_tag)
 
 
-def build_local(outdir, epoch):
-    """Write every built check into outdir; return their paths."""
-    os.makedirs(outdir, exist_ok=True)
-    written = []
+def agent_files():
+    """[(path in the agent's library directory, bytes, mode)], sorted: the
+    entry scripts and the library with its bytecode."""
+    files = []
     for check in registry():
-        path = os.path.join(outdir, check.name)
-        _write(path, zipapp(check, epoch), 0o755)
-        written.append(path)
+        files.append(("local/" + check.name, entry_script(check).encode("utf-8"), 0o755))
+    for relpath, path in library_files():
+        with open(path, "rb") as f:
+            source = f.read()
+        files.append((relpath, source, 0o644))
+        files.append((pyc_path(relpath), bytecode(source, relpath), 0o644))
+    return sorted(files)
+
+
+def build_agent(outdir):
+    """Write the agent's files into outdir (the library replaced as a
+    whole, no module of an older build left); return the entry scripts."""
+    library = os.path.join(outdir, LIBRARY)
+    if os.path.isdir(library):
+        shutil.rmtree(library)
+    written = []
+    for relpath, data, mode in agent_files():
+        path = os.path.join(outdir, relpath)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _write(path, data, mode)
+        if relpath.startswith("local/"):
+            written.append(path)
     return written
 
 
@@ -181,9 +202,7 @@ def mkp_bytes(epoch):
     """The .mkp: gzip tar of info, info.json and agents.tar."""
     info = manifest_template()
     base = "custom/%s/lib/" % info["name"]
-    agents = []
-    for check in registry():
-        agents.append((base + "local/" + check.name, zipapp(check, epoch), 0o755))
+    agents = [(base + relpath, data, mode) for relpath, data, mode in agent_files()]
     with open(os.path.join(ROOT, "mkp", "ganeti_cmk.cfg.example"), "rb") as f:
         agents.append((base + "ganeti_cmk.cfg.example", f.read(), 0o644))
     agents.sort()
@@ -225,15 +244,15 @@ def _write(path, data, mode):
 
 
 def main(argv):
-    if len(argv) != 2 or argv[0] not in ("local", "mkp"):
+    if len(argv) != 2 or argv[0] not in ("agent", "mkp"):
         sys.stderr.write(__doc__)
         return 2
     if os.environ.get("PYTHONHASHSEED") != "0":  # see bytecode()
         os.environ["PYTHONHASHSEED"] = "0"
         os.execv(sys.executable, [sys.executable] + sys.argv)
     epoch = source_date_epoch()
-    if argv[0] == "local":
-        paths = build_local(argv[1], epoch)
+    if argv[0] == "agent":
+        paths = build_agent(argv[1])
     else:
         paths = [build_mkp(argv[1], epoch)]
     for path in paths:

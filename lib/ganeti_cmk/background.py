@@ -48,6 +48,7 @@ import time
 
 from . import procfs
 from .command import KILL_GRACE, run_bounded
+from .jsonc import loads
 from .localcheck import CRIT, OK, WARN, Problem, sanitize, worst
 from .runner import extend_deadline
 from . import statefile
@@ -124,14 +125,12 @@ def read_cache(task):
     MAX_CACHE).  ValueError when the file is not a record this version
     wrote, in any way (nesting, types, NaN): the next refresh replaces it.
     """
-    import json
     try:
         data = statefile.read(task.cache, MAX_CACHE)
     except FileNotFoundError:
         return None
     try:
-        record = json.loads(data.decode("utf-8", "replace"),
-                            parse_constant=_no_constant)
+        record = loads(data.decode("utf-8", "replace"), parse_constant=_no_constant)
     except RecursionError:
         raise ValueError("nested too deeply")
     _check_record(task, record)
@@ -585,10 +584,11 @@ def spawn_refresh(task):
     it started) that says what happened.
 
     Own session, stdin/stdout/stderr on /dev/null, every other fd closed,
-    nobody waits for it; isolated (-I: no PYTHON* variables, nothing from
-    the current directory) from "/".  It imports the library from where
-    this module came from, so it works from a checkout, an installed
-    package and a zipapp alike.
+    nobody waits for it; isolated as the built checks run (-I: no PYTHON*
+    variables, nothing from the current directory; -S: no site; -B: no
+    bytecode written) from "/".  It imports the library from where this
+    module came from, so it works from a checkout, an installed package
+    and a built check alike.
     """
     import subprocess
     lib = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -596,7 +596,7 @@ def spawn_refresh(task):
             "from ganeti_cmk.runner import main; "
             "from ganeti_cmk.checks import load; "
             "sys.exit(main(load(sys.argv.pop(1))))")
-    argv = [sys.executable, "-I", "-c", code, lib, task.module,
+    argv = [sys.executable, "-I", "-S", "-B", "-c", code, lib, task.module,
             "--refresh-cache", "--config", task.config_path]
     if task.systemd_run is None:
         pid = subprocess.Popen(argv, stdin=subprocess.DEVNULL,

@@ -43,7 +43,7 @@ def parse_args(argv):
 
 
 def status(args):
-    results, skipped = [], []
+    results, skipped, labels = [], [], {}
     for check in load_all():
         # a Config each: a check shows only the problems of keys it read
         ctx = Context(check.config(args.config), args, verbose=args.verbose,
@@ -53,10 +53,11 @@ def status(args):
             skipped.append((check, ctx.not_applicable))
         else:
             results.extend(found)
+            labels.update(ctx.labels or {})
     own = [r for r in results if r.host is None]
     code = int(worst((r.state for r in own), default=OK))
     if args.format == "local":
-        write("".join(line + "\n" for line in render_local(results)))
+        write("".join(line + "\n" for line in render_local(results, labels)))
     elif args.format == "nagios":
         line, code = render_nagios(results or [Result(OK, "ganeti-cmk", "nothing to check")])
         write(line + "\n")
@@ -67,7 +68,7 @@ def status(args):
              "metrics": {}, "cached_at": None}
             for check, reason in skipped], indent=2) + "\n")
     else:
-        write(render_human(results, sys.stdout.isatty()) + "".join(
+        write(render_human(results, sys.stdout.isatty(), labels=labels) + "".join(
             render_not_applicable(check.service, reason) for check, reason in skipped))
     return code
 

@@ -79,7 +79,14 @@ def unpack_reply(key, datagram):
     if not (isinstance(message, str) and isinstance(salt, str)
             and isinstance(digest, str)):
         raise ConfdError("not a signed confd answer")
-    if not hmac.compare_digest(sign(key, salt, message), digest.lower()):
+    try:  # JSON may carry lone surrogates, which no UTF-8 (and no HMAC) has
+        message.encode("utf-8"), salt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfdError("not a signed confd answer")
+    # compare_digest raises TypeError on non-ASCII text: such a digest is
+    # simply not ours.
+    if not (digest.isascii()
+            and hmac.compare_digest(sign(key, salt, message), digest.lower())):
         raise ConfdError("bad signature (another cluster's key?)")
     try:
         reply = json.loads(message)
@@ -137,8 +144,11 @@ def ask(key, peers, requests, port=DEFAULT_PORT, timeout=2.0, clock=time.time):
             # One connected socket per peer: the kernel then reports "port
             # unreachable" (no confd there) at once instead of a timeout.
             s = None
+            family = _family(peer)
+            if family is None:  # a name would be resolved: maybe a long hang
+                problems.append("%s: not an IP address" % peer)
+                continue
             try:
-                family = socket.AF_INET6 if ":" in peer else socket.AF_INET
                 s = socket.socket(family, socket.SOCK_DGRAM)
                 s.setblocking(False)
                 s.connect((peer, port))
@@ -174,6 +184,24 @@ def ask(key, peers, requests, port=DEFAULT_PORT, timeout=2.0, clock=time.time):
     raise ConfdError("; ".join(why))
 
 
+def _family(address):
+    """AF_INET or AF_INET6 for a numeric address; None for anything else."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, address)
+        except (OSError, ValueError):
+            continue
+        return family
+    return None
+
+
+def _note(problems, text):
+    """Add a problem once: a flood of bad datagrams adds one line, not one
+    per datagram."""
+    if text not in problems:
+        problems.append(text)
+
+
 def _receive(key, sockets, salts, timeout, problems):
     """{peer: {rsalt: Answer}} until every peer answered everything, failed,
     or `timeout` passed; what went wrong is added to `problems`."""
@@ -193,17 +221,17 @@ def _receive(key, sockets, salts, timeout, problems):
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError as e:  # ECONNREFUSED: no confd listens there
-                problems.append("%s: %s" % (peer, e.strerror or e))
+                _note(problems, "%s: %s" % (peer, e.strerror or e))
                 del waiting[s]
                 continue
             try:
                 rsalt, reply = unpack_reply(key, datagram)
             except ConfdError as e:
-                problems.append("answer from %s ignored: %s" % (peer, e))
+                _note(problems, "answer from %s ignored: %s" % (peer, e))
                 continue
             if rsalt not in salts:
-                problems.append("answer from %s to a question we did not ask "
-                                "ignored" % peer)
+                _note(problems, "answer from %s to a question we did not ask "
+                      "ignored" % peer)
                 continue
             answers = got.setdefault(peer, {})
             answers[rsalt] = Answer(reply["status"], reply["answer"],

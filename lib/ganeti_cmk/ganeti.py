@@ -7,6 +7,7 @@ reads (`[paths] ganeti_data_dir`, `ganeti_run_dir`) so tests can use fakes.
 import os
 import time
 
+from .jsonc import loads
 from .localcheck import CannotTell, NotApplicable
 from .safefile import read_file as read_bounded
 from .safefile import trusted_owners
@@ -140,6 +141,18 @@ def read_ssconf_list(data_dir, key, limit=SSCONF_MAX):
     """An ssconf list value (one item per line) as a list; [] when absent."""
     value = read_ssconf(data_dir, key, limit)
     return [line.strip() for line in (value or "").splitlines() if line.strip()]
+
+
+def read_ssconf_pairs(data_dir, key, sep=None):
+    """An ssconf file of `<node><sep><value>` lines (`node_primary_ips`:
+    blank, `node_vm_capable`: "=") as {lower-cased node: value}."""
+    pairs = {}
+    for line in read_ssconf_list(data_dir, key):
+        name, _, value = line.partition(sep) if sep else line.partition(" ")
+        pairs[name.strip().lower()] = value.strip()
+    return pairs
+
+
 
 
 class NodeRole:
@@ -330,10 +343,9 @@ def read_kvm_runtime(run_dir, instance):
     it is refused (safefile: a link, not a plain file, too big, another
     owner).
     """
-    import json
     path = os.path.join(run_dir, KVM_RUN_SUBDIR, "conf", instance + ".runtime")
     try:
-        data = json.loads(read_bounded(path, RUNTIME_MAX).decode("utf-8", "replace"))
+        data = loads(read_bounded(path, RUNTIME_MAX).decode("utf-8", "replace"))
     except RecursionError:
         raise ValueError("%s: nested too deep" % path)
     if not (isinstance(data, list) and len(data) >= 3
@@ -398,19 +410,21 @@ def kvm_runas_uids(run_dir, instance):
     return set()
 
 
-def cluster_hvparams(data_dir, hypervisor="kvm"):
+def cluster_hvparams(data_dir, hypervisor="kvm", keys=None):
     """The cluster's default hypervisor parameters from
     `ssconf_hvparams_<hypervisor>` as {key: value}; {} when absent.
 
     Ganeti writes one `key=value` per line: strings bare, booleans
     True/False, numbers as numbers, anything else as JSON.  Only the
-    cluster level: OS and instance overrides are not in ssconf.
+    cluster level: OS and instance overrides are not in ssconf.  With
+    `keys`, only those are converted and returned.
     """
     params = {}
     for line in (read_ssconf(data_dir, "hvparams_" + hypervisor) or "").splitlines():
         key, sep, value = line.partition("=")
-        if sep and key.strip():
-            params[key.strip()] = _ssconf_value(value.strip())
+        key = key.strip()
+        if sep and key and (keys is None or key in keys):
+            params[key] = _ssconf_value(value.strip())
     return params
 
 
@@ -418,9 +432,8 @@ def _ssconf_value(text):
     if text in ("True", "False"):
         return text == "True"
     if text[:1] in "[{\"" or text.lstrip("-").replace(".", "", 1).isdigit():
-        import json
         try:
-            return json.loads(text)
+            return loads(text)
         except ValueError:
             pass
     return text
@@ -428,7 +441,7 @@ def _ssconf_value(text):
 
 def cluster_kvm_path(data_dir):
     """`kvm_path` from `ssconf_hvparams_kvm` (the cluster default), or None."""
-    value = cluster_hvparams(data_dir).get("kvm_path")
+    value = cluster_hvparams(data_dir, keys=("kvm_path",)).get("kvm_path")
     return value if isinstance(value, str) and value else None
 
 
@@ -593,14 +606,15 @@ def read_config_data(data_dir, limit=CONFIG_DATA_MAX):
     bytes; OSError when it is refused, ValueError when it is not a Ganeti
     configuration.
     """
-    import json
     path = os.path.join(data_dir, CONFIG_DATA)
+    if not os.path.lexists(path):  # most nodes: no owners() lookups (pwd)
+        return None
     try:
         data = read_bounded(path, limit, owners=owners())
     except (FileNotFoundError, NotADirectoryError):
         return None
     try:
-        config = json.loads(data.decode("utf-8", "replace"))
+        config = loads(data.decode("utf-8", "replace"))
     except RecursionError:
         raise ValueError("%s is not a Ganeti configuration (nested too deep)" % path)
     except ValueError as e:
@@ -609,6 +623,66 @@ def read_config_data(data_dir, limit=CONFIG_DATA_MAX):
             and isinstance(config.get("instances"), dict)):
         raise ValueError("%s is not a Ganeti configuration" % path)
     return config
+
+
+NODE_GROUP_CACHE = "nodegroup"
+
+
+def node_group(data_dir, node, state_dir=None):
+    """The name of `node`'s node group, or None when this node cannot tell.
+
+    ssconf lists the groups (`ssconf_nodegroups`: "<uuid> <name>") but not
+    which node is in which: with one group that is the answer; with more,
+    only the master and the master candidates know, from the cluster's
+    config (`config.data`, which Ganeti copies to them alone).  That file
+    can be tens of MiB: the answer is remembered in `<state_dir>/nodegroup`
+    for as long as the file is the same (inode, size, mtime).  OSError or
+    ValueError when it is refused or not Ganeti's config.
+    """
+    groups = {}
+    for line in read_ssconf_list(data_dir, "nodegroups"):
+        uuid, _, name = line.partition(" ")
+        groups[uuid.strip()] = name.strip()
+    if len(groups) == 1:
+        return next(iter(groups.values())) or None
+    path = os.path.join(data_dir, CONFIG_DATA)
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    key = "%s %d %d %d %d" % (node, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    cache = os.path.join(state_dir, NODE_GROUP_CACHE) if state_dir else None
+    if cache:
+        try:
+            cached_key, _, name = read_bounded(cache, 4096).decode(
+                "utf-8", "replace").partition("\n")
+            if cached_key == key:
+                return name or None
+        except (OSError, ValueError):
+            pass
+    name = _group_in_config(data_dir, node, groups)
+    if cache:
+        try:
+            from .statefile import write_atomically
+            write_atomically(cache, "%s\n%s" % (key, name or ""))
+        except OSError:
+            pass  # not root, or no state dir: read the config next time
+    return name
+
+
+def _group_in_config(data_dir, node, groups):
+    config = read_config_data(data_dir)
+    if config is None:
+        return None
+    try:
+        for info in config["nodes"].values():
+            if str(info.get("name", "")).lower() == node:
+                group = config["nodegroups"].get(info.get("group"), {})
+                return group.get("name") or groups.get(info.get("group"))
+    except (AttributeError, KeyError, TypeError) as e:
+        raise ValueError("%s is not a Ganeti configuration (%s)" % (
+            os.path.join(data_dir, CONFIG_DATA), type(e).__name__))
+    return None
 
 
 def enabled_disk_templates(data_dir):
@@ -654,23 +728,36 @@ def running_kvm_runtimes(proc, run_dir):
 
 
 DRBD_TYPES = ("drbd", "drbd8")
+# Disks no node holds (Ganeti's DTS_EXT_MIRROR): an instance with only
+# these, or none ("diskless"), migrates or fails over to any node.
+EXT_MIRROR_TYPES = ("rbd", "ext", "gluster", "sharedfile", "blockdev", "diskless")
+MIGRATE_HERE = "can migrate here"  # the relation of such an instance
 
 
 class ConfiguredInstance:
     """A KVM instance as the cluster configuration has it (config.data):
     `hvparams` and `beparams` filled as Ganeti fills them at start (cluster
     defaults, then the OS's, then the instance's own); `primary` says this
-    node is its primary (else a secondary: a failover target); `nics` is
-    how many NICs it has."""
+    node is its primary; else it is a DRBD secondary here (a failover
+    target) or, `movable`, its disks are on no node (or it has none) so it
+    can be migrated or failed over to this node of its group; `nics` is how
+    many NICs it has."""
 
-    __slots__ = ("name", "primary", "hvparams", "beparams", "nics")
+    __slots__ = ("name", "primary", "hvparams", "beparams", "nics", "movable")
 
-    def __init__(self, name, primary, hvparams, beparams, nics):
+    def __init__(self, name, primary, hvparams, beparams, nics, movable=False):
         self.name = name
         self.primary = primary
         self.hvparams = hvparams
         self.beparams = beparams
         self.nics = nics
+        self.movable = movable
+
+    @property
+    def relation(self):
+        """How it may come to this node, in words."""
+        return (MIGRATE_HERE if self.movable else "primary here"
+                if self.primary else "can fail over here")
 
     def __repr__(self):
         return "ConfiguredInstance(%r, primary=%r)" % (self.name, self.primary)
@@ -718,27 +805,59 @@ def _disk_nodes(disk, disks):
     return nodes
 
 
+def _movable(inst, disks):
+    """Whether an instance can move to any node (Ganeti's
+    AllDiskOfType(disks, DTS_EXT_MIRROR)): no disks, or all on storage no
+    node holds."""
+    template = inst.get("disk_template")
+    if isinstance(template, str):  # before 2.16 the instance names it
+        return template in EXT_MIRROR_TYPES
+    instance_disks = inst.get("disks")
+    for disk in instance_disks if isinstance(instance_disks, list) else []:
+        if isinstance(disk, str):
+            disk = disks.get(disk)
+        if _dict(disk).get("dev_type") not in EXT_MIRROR_TYPES:
+            return False
+    return True
+
+
+ADMIN_OFFLINE = "offline"  # admin_state: Ganeti starts it only once online
+
+
 def configured_kvm_instances(data_dir, node):
-    """The KVM instances whose primary or secondary node is `node`, from
-    `<data_dir>/config.data`, which only master candidates have: None
-    there is none.  ValueError, OSError: see read_config_data."""
+    """The KVM instances that are or may come to `node` (not those marked
+    offline, which Ganeti does not start), from
+    `<data_dir>/config.data`, which only master candidates have (None
+    there is none): `node` is their primary or DRBD secondary, or they
+    can be moved there (`movable`: disks on no node; from a node of the
+    same group, as the iallocator picks).  ValueError, OSError: see
+    read_config_data."""
     config = read_config_data(data_dir)
     if config is None:
         return None
     cluster = config["cluster"]
-    node_uuids = {uuid for uuid, n in _dict(config.get("nodes")).items()
+    nodes = _dict(config.get("nodes"))
+    node_uuids = {uuid for uuid, n in nodes.items()
                   if str(_dict(n).get("name", "")).lower().rstrip(".") == node}
     node_uuids.add(node)  # configurations before 2.10 name nodes directly
+    groups = {_dict(nodes.get(uuid)).get("group") for uuid in node_uuids} - {None}
     disks = _dict(config.get("disks"))
     found = []
     for inst in config["instances"].values():
         inst = _dict(inst)
         if inst.get("hypervisor", "kvm") != "kvm" or not isinstance(inst.get("name"), str):
             continue
+        if inst.get("admin_state") == ADMIN_OFFLINE:
+            continue  # never started until brought online
         primary = inst.get("primary_node") in node_uuids
+        movable = False
         if not primary and not node_uuids & set(
                 _disk_nodes_all(inst.get("disks") or [], disks)):
-            continue
+            group = _dict(nodes.get(inst.get("primary_node"))).get("group")
+            movable = _movable(inst, disks) and (
+                not groups or group is None or group in groups)
+            if not movable:
+                continue
         try:
             filled = instance_config(cluster, None, inst)
         except ValueError:
@@ -747,8 +866,23 @@ def configured_kvm_instances(data_dir, node):
         found.append(ConfiguredInstance(
             inst["name"], primary, {k: v for k, (v, _) in filled.hv.items()},
             {k: v for k, (v, _) in filled.be.items()},
-            len(nics) if isinstance(nics, list) else 0))
+            len(nics) if isinstance(nics, list) else 0, movable))
     return sorted(found, key=lambda i: i.name)
+
+
+def configured_here(data_dir, node):
+    """configured_kvm_instances for a check: (instances, None); (None,
+    None) where there is no config.data (not a master candidate); (None,
+    why) when it cannot be used.  PermissionError propagates (not root)."""
+    try:
+        return configured_kvm_instances(data_dir, node), None
+    except PermissionError:
+        raise
+    except OSError as e:
+        from .safefile import describe
+        return None, describe(e)
+    except ValueError as e:
+        return None, str(e)
 
 
 def _disk_nodes_all(instance_disks, disks):
@@ -797,8 +931,16 @@ class InstanceConfig:
         self.cluster_mtime = cluster_mtime
 
     def since(self, level):
-        """When the level's values last changed (its object's mtime)."""
-        return self.mtime if level == LEVEL_INSTANCE else self.cluster_mtime
+        """When a value of `level` may last have changed (None: unknown):
+        the instance's mtime, and for the OS and cluster levels also the
+        cluster's. The instance counts for every level: removing its
+        override (`-H key=default`) changes the instance, not the level
+        the value then comes from."""
+        if level == LEVEL_INSTANCE:
+            return self.mtime
+        if self.mtime is None or self.cluster_mtime is None:
+            return None
+        return max(self.mtime, self.cluster_mtime)
 
 
 def _number(value):

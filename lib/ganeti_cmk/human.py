@@ -12,8 +12,9 @@ INDENT = " " * 11
 MIN_WIDTH = 40  # detail text per line, however narrow the terminal
 
 
-def render_human(results, colour=False, now=None):
-    """State, service and summary aligned; details indented below.
+def render_human(results, colour=False, now=None, labels=None):
+    """State, service and summary aligned; details indented below; the
+    host labels, if any, on a last line.
 
     On a terminal (`colour`) long details are wrapped to its width, every
     word kept; elsewhere (a pipe, a file) each stays on one line.
@@ -42,6 +43,9 @@ def render_human(results, colour=False, now=None):
             lines.extend(INDENT + line for line in _wrapped(sanitize(detail), wrap))
         if r.metrics:
             lines.append(INDENT + "metrics: " + " ".join(m.render() for m in r.metrics))
+    if labels:
+        lines.append("host labels: " + ", ".join(
+            "%s=%s" % (sanitize(k), sanitize(v)) for k, v in sorted(labels.items())))
     return "\n".join(lines) + "\n"
 
 

@@ -8,7 +8,7 @@ no input can start a second line or fake a service.
 
 __all__ = ["State", "OK", "WARN", "CRIT", "UNKNOWN", "Metric", "Result",
            "Problem", "NotApplicable", "worst", "sanitize", "render_local",
-           "valid_host", "render_nagios", "format_number"]
+           "valid_host", "render_nagios", "format_number", "render_labels"]
 
 
 class State(int):
@@ -234,21 +234,48 @@ def valid_host(name):
     return bool(name) and name[0] in _ALNUM and set(name) <= _HOST_CHARS
 
 
-def render_local(results):
-    """The lines of a local check's output, piggyback blocks last.
+LABELS_SECTION = "<<<labels:sep(0)>>>"
+LOCAL_SECTION = "<<<local:sep(0)>>>"
+MAX_LABEL = 250
 
-    After a piggyback block `<<<local:sep(0)>>>` is printed again, or every
-    later local check's lines would be lost.
+
+def render_labels(labels):
+    """Checkmk host labels as lines: the `labels` section with one JSON
+    object of {key: value} strings, then the local section again.
+
+    Checkmk's own `labels` section (any agent output may carry it) reads
+    each line as a JSON object and makes every item a host label at service
+    discovery.  Keys and values are sanitized text; empty ones are left out.
+    """
+    from .jsonc import dumps_strings
+    clean = {}
+    for key, value in labels.items():
+        key, value = sanitize(key, MAX_LABEL), sanitize(value, MAX_LABEL)
+        if key and value:
+            clean[key] = value
+    if not clean:
+        return []
+    return [LABELS_SECTION, dumps_strings(clean), LOCAL_SECTION]
+
+
+def render_local(results, labels=None):
+    """The lines of a local check's output: its own lines, then its host
+    labels (if any), then piggyback blocks.
+
+    After a labels section or a piggyback block `<<<local:sep(0)>>>` is
+    printed again, or every later local check's lines would be lost.
     """
     own = [render_line(r) for r in results if r.host is None]
     lines = list(own)
+    if labels:
+        lines += render_labels(labels)
     by_host = {}
     for r in results:
         if r.host is not None and valid_host(r.host):
             by_host.setdefault(r.host.lower(), []).append(render_line(r))
     for host in sorted(by_host):
-        lines += ["<<<<%s>>>>" % host, "<<<local:sep(0)>>>"] + by_host[host]
-        lines += ["<<<<>>>>", "<<<local:sep(0)>>>"]
+        lines += ["<<<<%s>>>>" % host, LOCAL_SECTION] + by_host[host]
+        lines += ["<<<<>>>>", LOCAL_SECTION]
     return lines
 
 

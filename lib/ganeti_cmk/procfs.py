@@ -9,6 +9,7 @@ cmdline are decoded with replacement characters, paths stay file-system
 strings (os.fsdecode) so they can be looked up again.
 """
 
+import errno
 import os
 import time
 
@@ -150,11 +151,21 @@ def _unescape(field):
     return os.fsdecode(bytes(out))
 
 
+MOUNTS_MAX = 16 << 20
+
+
 def mounts(proc):
     """The mounts of our mount namespace, in mount order: [(mount point,
-    file system type, {option: value or ''})] from /proc/self/mounts."""
+    file system type, {option: value or ''})] from /proc/self/mounts.
+
+    A table over MOUNTS_MAX raises OSError (EFBIG): cut, it would lack the
+    last mounts."""
+    path = "%s/self/mounts" % proc
+    data = _read(path, MOUNTS_MAX + 1)
+    if len(data) > MOUNTS_MAX:
+        raise OSError(errno.EFBIG, "larger than %d MiB" % (MOUNTS_MAX >> 20), path)
     found = []
-    for line in _read("%s/self/mounts" % proc, 16 << 20).splitlines():
+    for line in data.splitlines():
         fields = line.split()
         if len(fields) < 4:
             continue

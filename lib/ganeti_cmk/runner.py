@@ -58,7 +58,11 @@ class DeadlineExceeded(Exception):
 
 
 class Context:
-    """What a check gets: the config, its settings, the options, a logger."""
+    """What a check gets: the config, its settings, the options, a logger.
+
+    A check may set `labels` ({key: value}) to give its host Checkmk host
+    labels; they are printed in agent mode only (and listed by --human).
+    """
 
     def __init__(self, config, args=None, verbose=0, debug=False):
         self.config = config
@@ -67,6 +71,7 @@ class Context:
         self.verbose = verbose
         self.debug = debug
         self.not_applicable = None  # why the check has nothing to do here
+        self.labels = None  # Checkmk host labels for this host, if any
 
     def log(self, message, level=1):
         """Write to stderr with -v (level 1) or -vv (level 2)."""
@@ -282,7 +287,7 @@ def main(check, argv=None):
         results = run_check(check, ctx)
         if results is None:
             return not_applicable(check, ctx.not_applicable, args)
-        return emit(results, args)
+        return emit(results, args, ctx.labels)
     except BrokenPipeError:
         quiet_stdout()
         return 0
@@ -312,17 +317,18 @@ def not_applicable(check, reason, args):
     return 0
 
 
-def emit(results, args):
-    """Print the results in the chosen format; return the exit code."""
+def emit(results, args, labels=None):
+    """Print the results (and host labels) in the chosen format; return the
+    exit code.  Labels are Checkmk's: a Nagios line has no place for them."""
     if args and args.nagios:
         line, code = render_nagios(results)
         write(line + "\n")
         return code
     if args and args.human:
         from .human import render_human
-        write(render_human(results, sys.stdout.isatty()))
+        write(render_human(results, sys.stdout.isatty(), labels=labels))
         return 0
-    lines = render_local(results)
+    lines = render_local(results, labels)
     if lines:
         write("\n".join(lines) + "\n")
     return 0

@@ -3,23 +3,23 @@
 Every reader takes the sysfs root (normally "/sys") so tests can point it
 at a tree of their own.  An attribute is read like any file the checks did
 not write (safefile): a regular file, never through a foreign link, at
-most a page.
+most a page (its size comes from the kernel, not assumed).
 """
 
 import os
 
 from .safefile import read_file
 
-PAGE = 4096  # a sysfs attribute holds at most a page
-
-
 def attribute(path):
     """The text of a sysfs attribute file, stripped; None if it is absent.
 
-    Other OSErrors (permission, not a regular file) propagate.
+    At most a page, the size sysfs gives every attribute (64 KiB on some
+    ppc64el and arm64 kernels, not 4 KiB).  Other OSErrors (permission,
+    not a regular file) propagate.
     """
     try:
-        return read_file(path, PAGE).decode("utf-8", "replace").strip()
+        return read_file(path, os.sysconf("SC_PAGE_SIZE")).decode(
+            "utf-8", "replace").strip()
     except (FileNotFoundError, NotADirectoryError):
         return None
 

@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 
-from support import ROOT, SYSTEM_PYTHON, assert_valid_output, check_command
+from localcheck_grammar import parse_output
+from support import ROOT, SYSTEM_PYTHON, check_command
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 IN_NS = os.path.join(HERE, "in-ns")
@@ -65,6 +66,7 @@ class CheckRunner:
     def __init__(self, cluster, tmp_path):
         self.cluster = cluster
         self.tmp = tmp_path
+        self.labels = None  # {host: {label: value}} of the last run
         for sub in ("etc", "var", "state", "log"):
             (tmp_path / sub).mkdir()
 
@@ -84,13 +86,15 @@ class CheckRunner:
                 "MK_VARDIR": str(self.tmp / "var"), "MK_LOGDIR": str(self.tmp / "log")}
 
     def run_path(self, argv, cwd=ROOT, timeout=300):
-        """Run argv in the namespaces; assert exit 0; {service: fields}."""
+        """Run argv in the namespaces; assert exit 0; {service: fields}
+        (the host labels it printed in self.labels)."""
         proc = subprocess.run([IN_NS] + list(argv), stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               universal_newlines=True, env=self.env(),
                               cwd=cwd, timeout=timeout)
         assert proc.returncode == 0, (argv, proc.returncode, proc.stderr)
-        return assert_valid_output(proc.stdout)[None]
+        hosts, self.labels = parse_output(proc.stdout, with_labels=True)
+        return hosts[None]
 
     def __call__(self, name, *args, sections=None):
         """Check <name> --config <tmp config> ARGS with the node's python3."""

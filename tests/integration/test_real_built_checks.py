@@ -23,9 +23,10 @@ PATIENCE = 300  # s for the background verify refresh; it takes a few
 
 @pytest.fixture
 def built(tmp_path):
-    """`make build` into MK_LIBDIR/local, with the nodes' python3."""
+    """`make build` into MK_LIBDIR (local/ and the library), with the nodes'
+    python3; MK_LIBDIR/local."""
     local = tmp_path / "local"
-    proc = subprocess.run(["make", "--no-print-directory", "build", "BUILDDIR=%s" % local,
+    proc = subprocess.run(["make", "--no-print-directory", "build", "BUILDDIR=%s" % tmp_path,
                            "PYTHON=%s" % SYSTEM_PYTHON], cwd=ROOT, stdin=subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           universal_newlines=True, timeout=300)

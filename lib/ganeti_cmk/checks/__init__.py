@@ -6,10 +6,9 @@ bench, the tests and the docs' lists all derive from it.  Each module
 exports CHECK (a runner.Check); its config section is named like the module.
 """
 
-import importlib
 
-NAMES = ("kvm_device", "kvm_binary", "kvm_parameters", "cluster_verify", "drbd",
-         "ksm", "vhost_net", "hugepages")
+NAMES = ("kvm_device", "kvm_binary", "kvm_parameters", "daemons", "cluster_verify",
+         "cluster_state", "capacity", "drbd", "ksm", "vhost_net", "hugepages")
 
 
 def load(name):
@@ -19,6 +18,7 @@ def load(name):
         name = name[7:]
     if name not in NAMES:
         raise KeyError(name)
+    import importlib  # not at the top: an entry script imports its check itself
     return importlib.import_module("ganeti_cmk.checks." + name).CHECK
 
 

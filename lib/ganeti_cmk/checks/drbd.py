@@ -15,6 +15,7 @@ import os
 import time
 
 from .. import drbd, ganeti, sysfs
+from ..jsonc import loads
 from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable,
                           Problem, Result, worst)
 from ..runner import Check
@@ -258,9 +259,8 @@ def _valid_state(data):
 def load_state(path, notes):
     """The saved timers; {} when none, unreadable or corrupt (it heals:
     the next save replaces it)."""
-    import json
     try:
-        data = json.loads(read(path, STATE_MAX).decode("utf-8"))
+        data = loads(read(path, STATE_MAX).decode("utf-8"))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, RecursionError) as e:
@@ -280,11 +280,11 @@ def keep_time(state_dir, devices, now, p):
     unsure = {str(d.minor) for d in devices if d.problem}
     if not conditions and not unsure and not os.path.lexists(path):
         return
-    import json  # with re: ~10 ms of start-up, only while something is timed
     state = update_timers(load_state(path, p.notes), conditions, now, unsure)
     p.since = state["since"]
     try:
         if state["since"]:
+            import json  # writing only: reading needs jsonc alone
             write_atomically(path, json.dumps(state, sort_keys=True))
         elif os.path.lexists(path):
             os.unlink(path)

@@ -99,7 +99,7 @@ class Probe:
 
     __slots__ = ("in_cluster", "instances", "memory", "uses", "unknown",
                  "default_kb", "pools", "errors", "sys_root", "config_read",
-                 "coming")
+                 "coming", "mounts_read")
 
     def __init__(self, **fields):
         self.in_cluster = True
@@ -113,6 +113,7 @@ class Probe:
         self.sys_root = "/sys"
         self.config_read = False  # config.data (master candidates) read
         self.coming = {}          # instance not running here: why it may come
+        self.mounts_read = True   # False: no mount table, no fstype is known
         for key, value in fields.items():
             setattr(self, key, value)
 
@@ -134,15 +135,12 @@ def read_pool(sys_root, kb):
 
 def _configured(p, data_dir, node, runtimes, paths):
     """Add the instances config.data (master candidates) gives this node
-    that do not run here: down with this node as primary, or with it as
-    secondary (they can fail over here); their memory is maxmem."""
-    try:
-        configured = ganeti.configured_kvm_instances(data_dir, node)
-    except PermissionError:
-        raise
-    except (OSError, ValueError) as e:
-        p.unknown[ganeti.CONFIG_DATA] = describe(e) if isinstance(e, OSError) else str(e)
-        return
+    that do not run here: down with this node as primary, with it as
+    secondary (they can fail over here), or on disks no node holds (they
+    can migrate here); their memory is maxmem."""
+    configured, why = ganeti.configured_here(data_dir, node)
+    if why:
+        p.unknown[ganeti.CONFIG_DATA] = why
     if configured is None:
         return
     p.config_read = True
@@ -154,7 +152,7 @@ def _configured(p, data_dir, node, runtimes, paths):
         memory = inst.beparams.get("maxmem", inst.beparams.get("memory"))
         p.memory[inst.name] = memory if isinstance(memory, int) \
             and not isinstance(memory, bool) else None
-        p.coming[inst.name] = "primary here" if inst.primary else "can fail over here"
+        p.coming[inst.name] = inst.relation
 
 
 def probe(proc, sys_root, data_dir, run_dir, node_name):
@@ -186,6 +184,7 @@ def probe(proc, sys_root, data_dir, run_dir, node_name):
         mounts = procfs.mounts(proc)
     except OSError as e:
         mounts = []
+        p.mounts_read = False
         p.errors.append("%s/self/mounts: %s" % (proc, describe(e)))
     for path, users in sorted(paths.items()):
         real = os.path.realpath(path)
@@ -260,7 +259,8 @@ def evaluate(p, reserve, short_state):
     details = ["instances running here: %s" % (", ".join(p.instances) or "none")]
     details += ["mem_path %s: used by %s; %s" % (
         u.path, ", ".join(u.users), "hugetlbfs at %s, %s" % (u.mount_point, page_text(
-            u.page_kb)) if u.fstype == "hugetlbfs" else "not a hugetlbfs")
+            u.page_kb)) if u.fstype == "hugetlbfs" else "not a hugetlbfs"
+        if p.mounts_read or not u.exists else "mount not known")
         for u in p.uses]
     details += [_pool_text(kb, pool) for kb, pool in sorted(p.pools.items()) if pool]
     details += ["%s (from config.data, %s)" % item for item in sorted(p.coming.items())]
@@ -268,14 +268,16 @@ def evaluate(p, reserve, short_state):
     details += p.errors
     if p.config_read:
         details.append("config.data read: instances with this node as primary or "
-                       "secondary are included (memory: maxmem)")
+                       "secondary, or that can migrate here, are included "
+                       "(memory: maxmem)")
     elif p.in_cluster:
         details.append("no config.data (not a master candidate): only instances "
                        "running here size the reserve")
     problems = []  # (State, build(n) -> text naming at most n items per list)
     needed = {}    # page kB -> (pages, text of whom)
     for use in p.uses:
-        if use.fstype != "hugetlbfs":
+        # Without the mount table only a missing directory is known wrong.
+        if use.fstype != "hugetlbfs" and (p.mounts_read or not use.exists):
             problems.append((CRIT, lambda n, use=use: _not_mounted(use, n)))
     by_size = {}
     for use in p.uses:
@@ -287,11 +289,14 @@ def evaluate(p, reserve, short_state):
                      if p.memory.get(name) is None)
     for kb, names in sorted(by_size.items()):
         sized = sorted((p.memory[n], n) for n in names if p.memory.get(n) is not None)
-        if not sized or kb is None:
-            continue
-        if reserve == "sum":
-            mib = sum(m for m, _ in sized)
-            names_ = sorted(n for _, n in sized)
+        if not sized or kb is None or kb not in p.pools:
+            continue  # nothing to size, or the pool not read (p.errors)
+        # Instances that can migrate to any node of the group are not all
+        # added up (they will not all come here): the largest must fit.
+        fixed = [(m, n) for m, n in sized if p.coming.get(n) != ganeti.MIGRATE_HERE]
+        if reserve == "sum" and fixed and sum(m for m, _ in fixed) >= max(sized)[0]:
+            mib = sum(m for m, _ in fixed)
+            names_ = sorted(n for _, n in fixed)
 
             def whom(limit, names_=names_, mib=mib):
                 return "the %s using it (%s; %d MiB)" % (
@@ -324,33 +329,34 @@ def evaluate(p, reserve, short_state):
         return Result(worst(s for s, _ in problems), SERVICE, fit(lambda n: "; ".join(b(n) for _, b in problems)),
                       details, metrics)
     if unsure:
-        return Result(WARN, SERVICE, "cannot tell what %s need%s: hvparams or memory "
-                      "unknown (see details)" % (some(unsure, 10),
-                                                  "s" if len(unsure) == 1 else ""),
+        return Result(WARN, SERVICE, fit(lambda n: "cannot tell what %s need%s: "
+                                         "hvparams or memory unknown (see details)" % (
+                                             some(unsure, n),
+                                             "s" if len(unsure) == 1 else "")),
                       details, metrics)
     if p.errors and p.uses:
         return Result(UNKNOWN, SERVICE, "cannot read: %s" % "; ".join(p.errors),
                       details, metrics)
     if not p.uses:
-        n = len(p.instances)
-        here = ("no instance here" if not n else "none of the %s here (%s)" % (
-            plural(n, "instance"), some(p.instances, 10)))
+        count = len(p.instances)
         cluster = " and not the cluster default" if p.in_cluster else ""
-        return Result(OK, SERVICE, "not used: %s%s uses mem_path" % (here, cluster),
-                      details, metrics)
+        return Result(OK, SERVICE, fit(lambda n: "not used: %s%s uses mem_path" % (
+            "no instance here" if not count else "none of the %s here (%s)" % (
+                plural(count, "instance"), some(p.instances, n)), cluster)),
+            details, metrics)
     parts = []
     for use in p.uses:
         pool = p.pools.get(use.page_kb, {})
         parts.append("mem_path %s is a hugetlbfs (%s, %d of %d free)" % (
             use.path, page_text(use.page_kb), pool.get("free_hugepages", 0),
             pool.get("nr_hugepages", 0)))
-    summary = "; ".join(parts)
-    if needed:
-        summary += "; they cover " + " and ".join(
-            "%s (%d pages)" % (whom(3), pages) for pages, whom in needed.values())
-    else:
-        summary += "; no instance using it runs here to size a reserve"
-    return Result(OK, SERVICE, summary, details, metrics)
+
+    def build(n):
+        if not needed:
+            return "; ".join(parts) + "; no instance using it runs here to size a reserve"
+        return "; ".join(parts) + "; they cover " + " and ".join(
+            "%s (%d pages)" % (whom(min(n, 3)), pages) for pages, whom in needed.values())
+    return Result(OK, SERVICE, fit(build), details, metrics)
 
 
 class Settings:

@@ -10,10 +10,10 @@ has stayed at or below zero for `[ksm] unprofitable_after` (kept in a small
 state file, timed on the boot clock, so wall-clock jumps do not matter).
 """
 
-import json
 import os
 
 from .. import procfs, sysfs
+from ..jsonc import loads
 from ..localcheck import OK, UNKNOWN, WARN, Metric, Result, worst
 from ..runner import Check
 from ..safefile import describe, read_file
@@ -124,7 +124,7 @@ def _read_state(path):
     """The saved streak as a dict, or {} when there is none or it is
     corrupt (it is then rewritten)."""
     try:
-        state = json.loads(read(path, STATE_MAX).decode("utf-8"))
+        state = loads(read(path, STATE_MAX).decode("utf-8"))
     except (OSError, ValueError):
         return {}
     return state if isinstance(state, dict) else {}
@@ -139,8 +139,9 @@ def track_streak(path, unprofitable, boot_id, now):
     """Update the state file at `path` and return the Streak.
 
     `now` is the boot clock (seconds since boot, never jumps).  The streak
-    restarts after a reboot (another boot id), when the saved times lie in
-    the future of this boot, and after more than GAP_MAX without a look.
+    restarts after a reboot (another boot id), when the saved times lie
+    outside this boot (before it began or in its future: a corrupt file),
+    and after more than GAP_MAX without a look.
     """
     state = _read_state(path)
     since, last = _number(state.get("since")), _number(state.get("last"))
@@ -155,8 +156,9 @@ def track_streak(path, unprofitable, boot_id, now):
                 return Streak(None, "cannot remove %s" % describe(e))
         return Streak()
     if not (same_boot and since is not None and last is not None
-            and since <= last <= now and now - last <= GAP_MAX):
+            and 0 <= since <= last <= now and now - last <= GAP_MAX):
         since = now
+    import json  # writing only: reading needs jsonc alone
     try:
         write_atomically(path, json.dumps({"boot_id": boot_id, "since": since,
                                            "last": now}))

@@ -18,7 +18,7 @@ import time
 from .. import ganeti
 from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable,
                           Result, worst)
-from ..runner import Check
+from ..runner import Check, time_left
 from ..safefile import describe
 from ..words import fit, format_duration, plural, some
 
@@ -49,6 +49,25 @@ USE_TIME = {
     "user_shutdown": "read by Ganeti and ganeti-kvmd, not qemu",
 }
 
+# Hypervisor parameters Ganeti added after the oldest runtime files it
+# still runs (2.6), with their defaults (constants.HVC_DEFAULTS, Ganeti
+# 3.0).  A runtime file written before a key existed lacks it; its qemu
+# runs as with the default, which Ganeti chooses so that it "won't affect
+# the inside of the instance" (_ExecuteKVMRuntime).  A soft reboot or a
+# migration re-executes the saved command, so a configured value other
+# than the default (cpu_type = host after an upgrade) is pending until a
+# hard restart.  Keys not listed here that a runtime lacks are left alone.
+ADDED_DEFAULTS = {
+    "cpu_type": "",
+    "disk_discard": "default",
+    "kvm_pci_reservations": 12,
+    "migration_caps": "",
+    "use_guest_agent": False,
+    "user_shutdown": False,
+    "virtio_net_queues": 1,
+    "vnet_hdr": True,
+}
+
 # Backend parameters that need a restart, and where the runtime's command
 # line holds the value the qemu was started with.
 BACKEND = {"maxmem": "-m", "vcpus": "-smp"}
@@ -64,14 +83,15 @@ SOURCE_CONFD = "ganeti-confd"
 class Change:
     """One parameter that differs: running value, configured value, level."""
 
-    __slots__ = ("key", "old", "new", "level", "backend")
+    __slots__ = ("key", "old", "new", "level", "backend", "unrecorded")
 
-    def __init__(self, key, old, new, level, backend=False):
+    def __init__(self, key, old, new, level, backend=False, unrecorded=False):
         self.key = key
         self.old = old
         self.new = new
         self.level = level
         self.backend = backend
+        self.unrecorded = unrecorded  # old: the default of a key the runtime lacks
 
     def __repr__(self):
         return "Change(%r, %r -> %r, %s)" % (self.key, self.old, self.new,
@@ -162,19 +182,24 @@ def compare(runtime, config):
     """(changes, ignored keys): what differs between what the instance was
     started with and its current configuration.
 
-    Keys missing from an old runtime are filled from the configuration by
-    Ganeti (not pending); keys the configuration does not have (removed
-    in a newer Ganeti) cannot be judged and are left alone.
+    A key missing from an old runtime (added by a later Ganeti) runs as
+    its default (ADDED_DEFAULTS); one whose default is not known, and keys
+    the configuration does not have (removed in a newer Ganeti), cannot
+    be judged and are left alone.
     """
     changes, ignored = [], []
     for key in sorted(config.hv):
         new, level = config.hv[key]
-        if key not in runtime.hvparams or _same(key, runtime.hvparams[key], new):
+        unrecorded = key not in runtime.hvparams
+        if unrecorded and key not in ADDED_DEFAULTS:
+            continue
+        old = ADDED_DEFAULTS[key] if unrecorded else runtime.hvparams[key]
+        if _same(key, old, new):
             continue
         if key in USE_TIME:
             ignored.append(key)
         else:
-            changes.append(Change(key, runtime.hvparams[key], new, level))
+            changes.append(Change(key, old, new, level, unrecorded=unrecorded))
     for key, option in sorted(BACKEND.items()):
         if key not in config.be:
             continue
@@ -283,9 +308,10 @@ def from_confd(s, found):
                 instance.error = ("its runtime command has no -uuid, which "
                                   "confd needs to find it")
     paths = list(cluster_paths.values()) + sorted(set(uuids.values()))
+    # Never wait past the check's deadline: leave a second to say why.
+    wait = max(0.1, min(s.confd_timeout, time_left(s.confd_timeout + 1) - 1))
     try:
-        values, _ = confd.config_values(key, peers, paths, s.confd_port,
-                                        s.confd_timeout)
+        values, _ = confd.config_values(key, peers, paths, s.confd_port, wait)
     except confd.ConfdError as e:
         found.notes.append("confd: %s" % e)
         return False
@@ -390,6 +416,9 @@ def _detail_change(c):
         c.key, show(c.old), show(c.new), c.level)
     if c.backend:
         text += "; a backend parameter, applied only by a restart"
+    if c.unrecorded:
+        text += ("; not in its runtime file (started by a Ganeti without "
+                 "this parameter), so it runs as with the default")
     return text
 
 
@@ -492,13 +521,21 @@ def _after(seconds):
 def _no_source(found, metrics):
     """UNKNOWN: the current configuration could not be read at all."""
     instances = found.instances
-    summary = ("cannot tell whether %s with changed parameters: %s" % (
-        plural(len(instances), "instance runs", "instances run"),
-        "; ".join([found.source_error] + found.notes)))
-    details = []
+    notes = found.notes
+
+    def build(n):
+        """The summary with the first n notes (why each source failed)."""
+        text = "cannot tell whether %s with changed parameters: %s" % (
+            plural(len(instances), "instance runs", "instances run"),
+            "; ".join([found.source_error] + notes[:n]
+                      + (["more in the details"] if n < len(notes) else [])))
+        if found.cluster_hv is not None:
+            text += ("; ssconf_hvparams_kvm has only the cluster defaults, "
+                     "instance and OS overrides cannot be seen")
+        return text
+    summary = fit(build, sorted({len(notes), 1, 0}, reverse=True))
+    details = [] if all(note in summary for note in notes) else list(notes)
     if found.cluster_hv is not None:
-        summary += ("; ssconf_hvparams_kvm has only the cluster defaults, "
-                    "instance and OS overrides cannot be seen")
         for i in instances:
             if i.runtime is None:
                 continue

@@ -17,7 +17,7 @@ import os
 from .. import ganeti, sysfs
 from ..localcheck import CRIT, OK, UNKNOWN, WARN, NotApplicable, Result
 from ..runner import Check
-from ..safefile import describe, errno_text, file_type
+from ..safefile import errno_text, file_type
 from ..words import fit, plural, some
 
 SERVICE = "vhost-net"
@@ -132,26 +132,20 @@ def probe(device, proc, sys_root, data_dir, run_dir, node_name):
 
 def _configured(p, data_dir, node, runtimes):
     """Add the instances config.data gives this node (master candidates
-    only): those to be started here, and those that can fail over here."""
-    try:
-        configured = ganeti.configured_kvm_instances(data_dir, node)
-    except PermissionError:
-        raise
-    except (OSError, ValueError) as e:
-        p.unknown[ganeti.CONFIG_DATA] = describe(e) if isinstance(e, OSError) else str(e)
-        return
+    only): those to be started here, and those that can fail over or
+    migrate here."""
+    configured, why = ganeti.configured_here(data_dir, node)
+    if why:
+        p.unknown[ganeti.CONFIG_DATA] = why
     if configured is None:
         return
     p.config_read = True
     for inst in configured:
         if inst.name in p.wanting or not wants_vhost(inst.hvparams, inst.nics):
             continue
-        if not inst.primary:
-            p.wanting[inst.name] = "vhost_net=True, can fail over here"
-        elif inst.name in runtimes:
-            p.wanting[inst.name] = "vhost_net=True from its next start"
-        else:
-            p.wanting[inst.name] = "vhost_net=True, primary here"
+        p.wanting[inst.name] = ("vhost_net=True from its next start"
+                                if inst.primary and inst.name in runtimes
+                                else "vhost_net=True, " + inst.relation)
 
 
 def _module_text(p):
@@ -197,11 +191,12 @@ def _remedy(p):
     return "run 'modprobe vhost_net' and add vhost_net to /etc/modules"
 
 
-def _not_needed(p):
-    """'not needed: ...', saying which sources were looked at."""
+def _not_needed(p, limit):
+    """'not needed: ...', saying which sources were looked at, naming at
+    most `limit` instances."""
     n = len(p.instances)
     here = ("no instance here" if not n else "none of the %s here (%s)" % (
-        plural(n, "instance"), some(p.instances, 10)))
+        plural(n, "instance"), some(p.instances, limit)))
     if not p.in_cluster:
         return "not needed: %s uses vhost_net (not in a cluster)" % here
     return "not needed: %s and not the cluster default uses vhost_net" % here
@@ -225,7 +220,7 @@ def _details(p):
     details += ["%s: not known: %s" % item for item in sorted(p.unknown.items())]
     if p.config_read:
         details.append("config.data read: instances with this node as primary or "
-                       "secondary are included")
+                       "secondary, or that can migrate here, are included")
     elif p.in_cluster:
         details.append("no config.data (not a master candidate): instances not "
                        "running here are not looked at, only the cluster default")
@@ -244,8 +239,8 @@ def evaluate(p):
         if needed:
             return Result(OK, SERVICE, fit(lambda n: "%s usable, needed by %s; %s" % (
                 p.device, _who(p, n), _module_text(p))), details)
-        return Result(OK, SERVICE, "%s; %s usable" % (_not_needed(p), p.device),
-                      details)
+        return Result(OK, SERVICE, fit(lambda n: "%s; %s usable" % (
+            _not_needed(p, n), p.device)), details)
     if (p.open_errno in (errno.EACCES, errno.EPERM) and p.euid != 0
             and p.exists and p.file_type == "character device"):
         return Result(UNKNOWN, SERVICE, "cannot open %s: permission denied for "
@@ -265,8 +260,8 @@ def evaluate(p):
                                          "is needed: %s unknown" % (
                                              failure, _module_text(p), some(unsure, n))),
                       details)
-    return Result(OK, SERVICE, "%s; %s, %s" % (_not_needed(p), failure,
-                                               _module_text(p)), details)
+    return Result(OK, SERVICE, fit(lambda n: "%s; %s, %s" % (
+        _not_needed(p, n), failure, _module_text(p))), details)
 
 
 class Settings:
