@@ -80,6 +80,19 @@ class SharedSettings:
         return node_name(self.node_name, self.state_dir)
 
 
+def duration_levels(config, section, warn="warn_after", crit="crit_after"):
+    """The (warn, crit) durations of `section`: a warn level above the crit
+    level is a config problem, and then equals it."""
+    warn_after = config.get_duration(section, warn)
+    crit_after = config.get_duration(section, crit)
+    if warn_after > crit_after:
+        config.problem("[%s] %s: %s is longer than %s (%s), using %s" % (
+            section, warn, format_duration(warn_after), crit,
+            format_duration(crit_after), format_duration(crit_after)))
+        warn_after = crit_after
+    return warn_after, crit_after
+
+
 class DeadlineExceeded(Exception):
     pass
 

@@ -16,7 +16,7 @@ import time
 from .. import ganeti, procfs
 from ..localcheck import CRIT, OK, UNKNOWN, WARN, Metric, Result, worst
 from ..qemu_version import VersionCache
-from ..runner import Check, SharedSettings
+from ..runner import Check, SharedSettings, duration_levels
 from ..safefile import trusted_owners
 from ..words import fit, format_duration, plural, some
 
@@ -495,14 +495,7 @@ class Settings(SharedSettings):
     def __init__(self, config):
         SharedSettings.__init__(self, config, "proc",
                                 "run_dir", "state_dir", "data_dir")
-        self.warn_after = config.get_duration(SECTION, "warn_after")
-        self.crit_after = config.get_duration(SECTION, "crit_after")
-        if self.warn_after > self.crit_after:
-            config.problem("[%s] warn_after: %s is longer than crit_after (%s), "
-                           "using %s" % (SECTION, format_duration(self.warn_after),
-                                         format_duration(self.crit_after),
-                                         format_duration(self.crit_after)))
-            self.warn_after = self.crit_after
+        self.warn_after, self.crit_after = duration_levels(config, SECTION)
         self.matches = procfs.names_matcher(config.get_list(SECTION, "process_names"))
         self.check_libraries = config.get_bool(SECTION, "check_libraries")
         self.kvm_path = config.get_path(SECTION, "kvm_path")

@@ -18,7 +18,7 @@ import time
 from .. import ganeti
 from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable,
                           Result, worst)
-from ..runner import Check, SharedSettings, time_left
+from ..runner import Check, SharedSettings, duration_levels, time_left
 from ..safefile import describe
 from ..words import fit, format_duration, plural, some
 
@@ -577,14 +577,7 @@ class Settings(SharedSettings):
                            "using %d" % (SECTION, self.warn_count,
                                          self.crit_count, self.crit_count))
             self.warn_count = self.crit_count
-        self.warn_after = config.get_duration(SECTION, "warn_after")
-        self.crit_after = config.get_duration(SECTION, "crit_after")
-        if self.warn_after > self.crit_after:
-            config.problem("[%s] warn_after: %s is longer than crit_after (%s), "
-                           "using %s" % (SECTION, format_duration(self.warn_after),
-                                         format_duration(self.crit_after),
-                                         format_duration(self.crit_after)))
-            self.warn_after = self.crit_after
+        self.warn_after, self.crit_after = duration_levels(config, SECTION)
         self.confd_port = config.get_number(SECTION, "confd_port", 1, integer=True)
         if self.confd_port > 65535:
             config.problem("[%s] confd_port: %d is not a port, using 1814"
