@@ -191,8 +191,7 @@ def test_pid_file_naming_another_users_process_is_not_the_instance(shared, doubl
     with -name web1: not the instance (whose binary would look replaced)."""
     binary = users_copy(shared, doubles["old"])
     ghost = start_as_nobody(shared, binary, binary, name="web1")
-    with open(shared.pid_file("web1"), "w") as f:
-        f.write("%d\n" % ghost.pid)
+    stale_pid_file(shared.pid_file("web1"), ghost.pid)
     with open(os.path.join(shared.kvm_dir, "conf", "web1.runtime"), "w") as f:
         json.dump([[binary], [], {"kvm_path": binary}, []], f)
     os.unlink(binary)
@@ -227,13 +226,35 @@ def test_instance_run_as_its_runas_user_is_checked(shared, doubles, tmp_path, mo
     assert out["summary"].startswith("1 of 1 instance runs a replaced KVM binary: web1 ")
 
 
-def test_running_instances_never_counts_another_users_process(shared, doubles):
-    """The same rule for every check that asks which instances run (DRBD)."""
+def stale_pid_file(path, pid):
+    """A pid file left behind an hour ago whose pid a process got since."""
+    with open(path, "w") as f:
+        f.write("%d\n" % pid)
+    past = time.time() - 3600
+    os.utime(path, (past, past))
+
+
+def test_a_process_older_than_its_pid_file_is_the_instance_whoever_it_runs_as(
+        shared, doubles):
+    """After a security_model change and a soft reboot qemu runs as a user
+    the runtime file does not name; the pid file root wrote after it
+    started still makes it the instance (a stale one would be older)."""
     from ganeti_cmk import ganeti
     binary = users_copy(shared, doubles["old"])
     ghost = start_as_nobody(shared, binary, binary, name="web1")
     with open(shared.pid_file("web1"), "w") as f:
         f.write("%d\n" % ghost.pid)
+    assert ganeti.running_instances("/proc", shared.run_dir) == {"web1": ghost.pid}
+    stale_pid_file(shared.pid_file("web1"), ghost.pid)
+    assert ganeti.running_instances("/proc", shared.run_dir) == {}
+
+
+def test_running_instances_never_counts_another_users_process(shared, doubles):
+    """The same rule for every check that asks which instances run (DRBD)."""
+    from ganeti_cmk import ganeti
+    binary = users_copy(shared, doubles["old"])
+    ghost = start_as_nobody(shared, binary, binary, name="web1")
+    stale_pid_file(shared.pid_file("web1"), ghost.pid)
     assert ganeti.running_instances("/proc", shared.run_dir) == {}
     hvparams = {"security_model": "user", "security_domain": "nobody"}
     with open(os.path.join(shared.kvm_dir, "conf", "web1.runtime"), "w") as f:

@@ -270,9 +270,10 @@ def instance_process_problem(proc, pid, instance, run_dir=None):
     As Ganeti checks it: the process is alive (not a zombie) and its
     `-name` is the instance, so a reused pid is never taken for it.  And
     it runs as root (or the user the check runs as) or, with `run_dir`, as
-    the user Ganeti runs the instance as (kvm_runas_uids): another user's
-    process, whose -name that user chose, never stands for an instance
-    whose pid file was left behind.  PermissionError propagates (/proc
+    the user Ganeti runs the instance as (kvm_runas_uids), or it started
+    before root wrote the pid file: another user's process, whose -name
+    that user chose, never stands for an instance whose pid file was left
+    behind.  PermissionError propagates (/proc
     hides the process: not root).
     """
     from . import procfs
@@ -291,10 +292,36 @@ def instance_process_problem(proc, pid, instance, run_dir=None):
     if uid is not None and run_dir is not None:
         uid = procfs.foreign_uid(proc, pid, set(trusted_owners())
                                  | kvm_runas_uids(run_dir, instance))
+        if uid is not None and _older_than_its_pid_file(proc, pid, run_dir, instance):
+            uid = None
     if uid is not None:
         return ("a process of uid %d, which is neither root nor the user Ganeti "
                 "runs the instance as: not taken for the instance" % uid)
     return None
+
+
+def _older_than_its_pid_file(proc, pid, run_dir, instance):
+    """Whether `pid` started before root wrote `instance`'s pid file.
+
+    qemu writes its own pid there (as root, before it drops to its -runas
+    user), and a pid is not reused while its process lives: a process
+    older than the file is the one that wrote it, whichever user it runs
+    as now (after a security_model change and a soft reboot the runtime
+    file names the old user).  A stale file is older than any process
+    that got its pid later.
+    """
+    import stat
+    import time
+    from . import procfs
+    try:
+        st = os.stat(os.path.join(run_dir, KVM_RUN_SUBDIR, "pid", instance),
+                     follow_symlinks=False)
+    except (OSError, ValueError):
+        return False
+    started = procfs.start_time(proc, pid)
+    if started is None or st.st_uid != 0 or not stat.S_ISREG(st.st_mode):
+        return False
+    return time.time() - (procfs.boot_time() - started) <= st.st_mtime
 
 
 def running_instances(proc, run_dir):

@@ -53,6 +53,46 @@ class Check:
         return Config(path, text, defaults, NAMES)
 
 
+# The shared keys a check's Settings may take, by attribute name.
+SHARED = {"proc": ("paths", "proc"), "sys": ("paths", "sys"),
+          "data_dir": ("paths", "ganeti_data_dir"),
+          "run_dir": ("paths", "ganeti_run_dir"),
+          "state_dir": ("paths", "state_dir"),
+          "node_name": ("ganeti", "node_name")}
+
+
+class SharedSettings:
+    """The base of a check's Settings: the shared keys it names (SHARED),
+    typed once, and the config file's path.  Only the keys a check names
+    are read, so a bad one is reported by the checks that use it."""
+
+    def __init__(self, config, *shared):
+        self.config_path = config.path
+        for name in shared:
+            section, key = SHARED[name]
+            setattr(self, name, config.get_str(section, key) if section == "ganeti"
+                    else config.get_path(section, key))
+
+    def node(self):
+        """This node's name as Ganeti knows it, looked up only when called:
+        `[ganeti] node_name`, else the FQDN (ganeti.node_name)."""
+        from .ganeti import node_name
+        return node_name(self.node_name, self.state_dir)
+
+
+def duration_levels(config, section, warn="warn_after", crit="crit_after"):
+    """The (warn, crit) durations of `section`: a warn level above the crit
+    level is a config problem, and then equals it."""
+    warn_after = config.get_duration(section, warn)
+    crit_after = config.get_duration(section, crit)
+    if warn_after > crit_after:
+        config.problem("[%s] %s: %s is longer than %s (%s), using %s" % (
+            section, warn, format_duration(warn_after), crit,
+            format_duration(crit_after), format_duration(crit_after)))
+        warn_after = crit_after
+    return warn_after, crit_after
+
+
 class DeadlineExceeded(Exception):
     pass
 

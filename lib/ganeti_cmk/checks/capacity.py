@@ -16,7 +16,7 @@ import time
 
 from .. import background, ganeti
 from ..localcheck import OK, UNKNOWN, Metric, Result, State, sanitize, worst
-from ..runner import Check
+from ..runner import Check, SharedSettings
 from ..words import fit, format_duration, plural, some
 
 SERVICE = "Ganeti capacity"
@@ -61,16 +61,14 @@ REMEDY = {
 }
 
 
-class Settings:
+class Settings(SharedSettings):
     """`[capacity]` and the paths, typed."""
 
     def __init__(self, config):
-        self.data_dir = config.get_path("paths", "ganeti_data_dir")
-        self.state_dir = config.get_path("paths", "state_dir")
-        self.node_name = config.get_str("ganeti", "node_name")
+        SharedSettings.__init__(self, config, "data_dir",
+                                "node_name", "state_dir")
         self.systemd_run = config.get_path("paths", "systemd_run")
         self.systemd_system_dir = config.get_path("paths", "systemd_system_dir")
-        self.config_path = config.path
         self.hcheck = config.get_path(SECTION, "hcheck")
         self.timeout = config.get_duration(SECTION, "timeout", minimum=1)
         self.max_age = config.get_duration(SECTION, "max_age")
@@ -284,7 +282,7 @@ def group_names(data_dir):
 
 def run(ctx):
     s = ctx.settings
-    ganeti.require_master(s.data_dir, lambda: ganeti.node_name(s.node_name, s.state_dir),
+    ganeti.require_master(s.data_dir, s.node,
                           "hcheck runs")
     if not os.access(s.hcheck, os.X_OK):
         return [Result(UNKNOWN, SERVICE, "hcheck is not installed (no executable %s, "

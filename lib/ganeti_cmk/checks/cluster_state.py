@@ -16,7 +16,7 @@ import time
 from .. import ganeti
 from ..jsonc import loads
 from ..localcheck import CRIT, OK, UNKNOWN, WARN, Metric, Result, worst
-from ..runner import Check
+from ..runner import Check, SharedSettings
 from ..safefile import describe, read_file
 from ..words import ago, fit, format_duration, plural, some
 
@@ -39,13 +39,12 @@ DRAIN_FILE = os.path.join("queue", "drain")
 PAUSE_REMOVED_AFTER = 3600  # the watcher deletes a pause file an hour after its end
 
 
-class Settings:
+class Settings(SharedSettings):
     """`[cluster_state]` and the paths, typed."""
 
     def __init__(self, config):
-        self.data_dir = config.get_path("paths", "ganeti_data_dir")
-        self.state_dir = config.get_path("paths", "state_dir")
-        self.node_name = config.get_str("ganeti", "node_name")
+        SharedSettings.__init__(self, config, "data_dir",
+                                "node_name", "state_dir")
         self.pause_crit = config.get_duration(SECTION, "pause_crit")
         interval = config.get_duration(SECTION, "watcher_interval", minimum=1)
         self.watcher_warn = interval + config.get_duration(SECTION, "watcher_margin")
@@ -266,7 +265,7 @@ def evaluate(found, s, now):
 
 def run(ctx):
     s = ctx.settings
-    ganeti.require_master(s.data_dir, lambda: ganeti.node_name(s.node_name, s.state_dir),
+    ganeti.require_master(s.data_dir, s.node,
                           "the watcher and the job queue are looked at")
     found = probe(s)
     return [evaluate(found, s, time.time())]

@@ -15,7 +15,7 @@ import time
 from .. import background, ganeti, safefile, verify
 from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable,
                           Problem, Result, State, sanitize, valid_host, worst)
-from ..runner import Check
+from ..runner import Check, SharedSettings
 from ..words import SUMMARY_MAX, fit, format_duration, plural
 
 SERVICE = "Ganeti verify"
@@ -69,20 +69,17 @@ DEFAULTS = {
 }
 
 
-class Settings:
+class Settings(SharedSettings):
     """`[cluster_verify]` and the paths as typed values; bad entries become
     config problems."""
 
     def __init__(self, config):
-        self.data_dir = config.get_path("paths", "ganeti_data_dir")
+        SharedSettings.__init__(self, config, "data_dir",
+                                "state_dir", "node_name", "proc")
         self.gnt_cluster = config.get_path("paths", "gnt_cluster")
-        self.state_dir = config.get_path("paths", "state_dir")
         self.gnt_job = config.get_path("paths", "gnt_job")
-        self.proc = config.get_path("paths", "proc")
-        self.node_name = config.get_str("ganeti", "node_name")
         self.systemd_run = config.get_path("paths", "systemd_run")
         self.systemd_system_dir = config.get_path("paths", "systemd_system_dir")
-        self.config_path = config.path
         self.max_age = config.get_duration(SECTION, "max_age")
         self.stale_after = config.get_duration(SECTION, "stale_after", minimum=1)
         self.timeout = config.get_duration(SECTION, "timeout", minimum=1)
@@ -583,7 +580,7 @@ def run(ctx):
     data_dir = settings.data_dir
     gnt_cluster = settings.gnt_cluster
     role = ganeti.require_master(
-        data_dir, lambda: ganeti.node_name(settings.node_name, settings.state_dir),
+        data_dir, settings.node,
         "verify runs")
     if not os.access(gnt_cluster, os.X_OK):
         raise NotApplicable("no executable %s ([paths] gnt_cluster)"

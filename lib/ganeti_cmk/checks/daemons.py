@@ -17,7 +17,7 @@ import os
 
 from .. import ganeti, procfs
 from ..localcheck import CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable, Result, worst
-from ..runner import Check
+from ..runner import Check, SharedSettings
 from ..safefile import describe, read_file
 from ..words import fit, format_duration, some
 
@@ -49,16 +49,13 @@ ROLE_LABELS = {ganeti.MASTER: "master", ganeti.CANDIDATE: "candidate",
                ganeti.NOT_LISTED: "orphan"}
 
 
-class Settings:
+class Settings(SharedSettings):
     """`[daemons]` and the paths, typed."""
 
     def __init__(self, config):
-        self.proc = config.get_path("paths", "proc")
-        self.run_dir = config.get_path("paths", "ganeti_run_dir")
-        self.data_dir = config.get_path("paths", "ganeti_data_dir")
-        self.state_dir = config.get_path("paths", "state_dir")
+        SharedSettings.__init__(self, config, "proc",
+                                "run_dir", "state_dir", "data_dir", "node_name")
         self.systemd_dir = config.get_path("paths", "systemd_system_dir")
-        self.node_name = config.get_str("ganeti", "node_name")
         self.daemon_util = config.get_path(SECTION, "daemon_util")
         self.daemon_dir = config.get_path(SECTION, "daemon_dir")
         self.systemctl = config.get_path(SECTION, "systemctl")
@@ -408,7 +405,7 @@ def labels(role, data_dir, state_dir, log):
 
 def run(ctx):
     s = ctx.settings
-    role = ganeti.node_role(s.data_dir, lambda: ganeti.node_name(s.node_name, s.state_dir))
+    role = ganeti.node_role(s.data_dir, s.node)
     if role.role == ganeti.NOT_IN_CLUSTER:
         raise NotApplicable("this node is not in a Ganeti cluster (no %s)"
                             % os.path.join(s.data_dir, "ssconf_master_node"))

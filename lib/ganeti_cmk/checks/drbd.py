@@ -18,7 +18,7 @@ from .. import drbd, ganeti, sysfs
 from ..jsonc import loads
 from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable,
                           Problem, Result, worst)
-from ..runner import Check
+from ..runner import Check, SharedSettings
 from ..safefile import describe, read_file
 from ..statefile import read, write_atomically
 from ..words import fit, format_bytes, format_duration, plural, some
@@ -58,8 +58,10 @@ LINKED = frozenset(("Connected",)) | RESYNC | VERIFY  # the peer's disk state co
 SPLIT, DISCONNECTED, DUAL_PRIMARY = "standalone", "disconnected", "dual_primary"
 
 
-class Settings:
+class Settings(SharedSettings):
     def __init__(self, config):
+        SharedSettings.__init__(self, config, "data_dir",
+                                "proc", "run_dir", "state_dir", "sys")
         self.proc_drbd = config.get_path(SECTION, "proc_drbd")
         self.summary = config.get_choice(SECTION, "services",
                                          ("per-device", "summary")) == "summary"
@@ -70,11 +72,6 @@ class Settings:
         self.dual_primary_grace = config.get_duration(SECTION, "dual_primary_grace")
         self.require_module = config.get_choice(SECTION, "require_module",
                                                 ("auto", "yes", "no"))
-        self.proc = config.get_path("paths", "proc")
-        self.sys = config.get_path("paths", "sys")
-        self.data_dir = config.get_path("paths", "ganeti_data_dir")
-        self.run_dir = config.get_path("paths", "ganeti_run_dir")
-        self.state_dir = config.get_path("paths", "state_dir")
 
 
 # --- probe ----------------------------------------------------------------

@@ -17,7 +17,7 @@ import os
 from .. import ganeti, procfs, sysfs
 from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable, Result,
                           State, worst)
-from ..runner import Check
+from ..runner import Check, SharedSettings
 from ..safefile import describe
 from ..words import fit, plural, some
 
@@ -359,26 +359,22 @@ def evaluate(p, reserve, short_state):
     return Result(OK, SERVICE, fit(build), details, metrics)
 
 
-class Settings:
+class Settings(SharedSettings):
     """`[hugepages]` and the paths."""
 
     def __init__(self, config):
+        SharedSettings.__init__(self, config, "data_dir",
+                                "node_name", "proc", "run_dir", "state_dir", "sys")
         self.reserve = config.get_choice(SECTION, "reserve", ("largest", "sum"))
         self.short_state = State.from_name(
             config.get_choice(SECTION, "short_state", ("warn", "crit")))
-        self.proc = config.get_path("paths", "proc")
-        self.sys = config.get_path("paths", "sys")
-        self.data_dir = config.get_path("paths", "ganeti_data_dir")
-        self.run_dir = config.get_path("paths", "ganeti_run_dir")
-        self.state_dir = config.get_path("paths", "state_dir")
-        self.node_name = config.get_str("ganeti", "node_name")
 
 
 def run(ctx):
     s = ctx.settings
     try:
         p = probe(s.proc, s.sys, s.data_dir, s.run_dir,
-                  lambda: ganeti.node_name(s.node_name, s.state_dir))
+                  s.node)
     except PermissionError as e:
         return [Result(UNKNOWN, SERVICE, "cannot read %s: permission denied: run "
                        "the check as root" % (e.filename or e))]

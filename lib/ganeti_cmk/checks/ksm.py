@@ -15,7 +15,7 @@ import os
 from .. import procfs, sysfs
 from ..jsonc import loads
 from ..localcheck import OK, UNKNOWN, WARN, Metric, Result, worst
-from ..runner import Check
+from ..runner import Check, SharedSettings
 from ..safefile import describe, read_file
 from ..statefile import read, write_atomically
 from ..words import format_duration
@@ -272,13 +272,11 @@ def evaluate(p, expect, unprofitable_after, streak, now):
     return Result(state, SERVICE, summary, details, metrics)
 
 
-class Settings:
+class Settings(SharedSettings):
     """`[ksm]` and the paths, typed."""
 
     def __init__(self, config):
-        self.sys = config.get_path("paths", "sys")
-        self.proc = config.get_path("paths", "proc")
-        self.state_dir = config.get_path("paths", "state_dir")
+        SharedSettings.__init__(self, config, "state_dir", "sys", "proc")
         self.expect = config.get_choice(SECTION, "expect", ("on", "off", "any"))
         self.unprofitable_after = config.get_duration(SECTION, "unprofitable_after")
 

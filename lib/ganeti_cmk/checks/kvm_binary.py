@@ -16,7 +16,7 @@ import time
 from .. import ganeti, procfs
 from ..localcheck import CRIT, OK, UNKNOWN, WARN, Metric, Result, worst
 from ..qemu_version import VersionCache
-from ..runner import Check
+from ..runner import Check, SharedSettings, duration_levels
 from ..safefile import trusted_owners
 from ..words import fit, format_duration, plural, some
 
@@ -489,22 +489,13 @@ DEFAULTS = {
 }
 
 
-class Settings:
+class Settings(SharedSettings):
     """`[kvm_binary]` and the paths, typed; warn_after <= crit_after."""
 
     def __init__(self, config):
-        self.proc = config.get_path("paths", "proc")
-        self.run_dir = config.get_path("paths", "ganeti_run_dir")
-        self.data_dir = config.get_path("paths", "ganeti_data_dir")
-        self.state_dir = config.get_path("paths", "state_dir")
-        self.warn_after = config.get_duration(SECTION, "warn_after")
-        self.crit_after = config.get_duration(SECTION, "crit_after")
-        if self.warn_after > self.crit_after:
-            config.problem("[%s] warn_after: %s is longer than crit_after (%s), "
-                           "using %s" % (SECTION, format_duration(self.warn_after),
-                                         format_duration(self.crit_after),
-                                         format_duration(self.crit_after)))
-            self.warn_after = self.crit_after
+        SharedSettings.__init__(self, config, "proc",
+                                "run_dir", "state_dir", "data_dir")
+        self.warn_after, self.crit_after = duration_levels(config, SECTION)
         self.matches = procfs.names_matcher(config.get_list(SECTION, "process_names"))
         self.check_libraries = config.get_bool(SECTION, "check_libraries")
         self.kvm_path = config.get_path(SECTION, "kvm_path")

@@ -11,7 +11,7 @@ import os
 
 from .. import procfs, sysfs
 from ..localcheck import CRIT, OK, UNKNOWN, Result
-from ..runner import Check
+from ..runner import Check, SharedSettings
 from ..safefile import errno_text, file_type
 
 SERVICE = "KVM device"
@@ -169,13 +169,12 @@ def evaluate(p):
     return Result(OK, SERVICE, _ok_summary(p), details)
 
 
-class Settings:
+class Settings(SharedSettings):
     """The paths this check reads."""
 
     def __init__(self, config):
+        SharedSettings.__init__(self, config, "proc", "sys")
         self.dev_kvm = config.get_path("paths", "dev_kvm")
-        self.proc = config.get_path("paths", "proc")
-        self.sys = config.get_path("paths", "sys")
 
 
 def run(ctx):

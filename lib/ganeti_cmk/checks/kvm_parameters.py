@@ -18,7 +18,7 @@ import time
 from .. import ganeti
 from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable,
                           Result, worst)
-from ..runner import Check, time_left
+from ..runner import Check, SharedSettings, duration_levels, time_left
 from ..safefile import describe
 from ..words import fit, format_duration, plural, some
 
@@ -344,8 +344,7 @@ def probe(s):
         return found  # nothing to compare: no config needed
     role = None
     if s.source == "auto":
-        role = ganeti.node_role(s.data_dir, lambda: ganeti.node_name(
-            s.node_name, s.state_dir))
+        role = ganeti.node_role(s.data_dir, s.node)
         if role.role in (ganeti.MASTER, ganeti.CANDIDATE):
             ok = from_config_data(s, found) or from_confd(s, found)
         else:
@@ -564,15 +563,12 @@ DEFAULTS = {
 }
 
 
-class Settings:
+class Settings(SharedSettings):
     """`[kvm_parameters]` and the paths, typed; warn <= crit."""
 
     def __init__(self, config):
-        self.proc = config.get_path("paths", "proc")
-        self.run_dir = config.get_path("paths", "ganeti_run_dir")
-        self.data_dir = config.get_path("paths", "ganeti_data_dir")
-        self.state_dir = config.get_path("paths", "state_dir")
-        self.node_name = config.get_str("ganeti", "node_name")
+        SharedSettings.__init__(self, config, "node_name",
+                                "proc", "run_dir", "state_dir", "data_dir")
         self.source = config.get_choice(SECTION, "source", ("auto", "config", "confd"))
         self.warn_count = config.get_number(SECTION, "warn_count", 0, integer=True)
         self.crit_count = config.get_number(SECTION, "crit_count", 0, integer=True)
@@ -581,14 +577,7 @@ class Settings:
                            "using %d" % (SECTION, self.warn_count,
                                          self.crit_count, self.crit_count))
             self.warn_count = self.crit_count
-        self.warn_after = config.get_duration(SECTION, "warn_after")
-        self.crit_after = config.get_duration(SECTION, "crit_after")
-        if self.warn_after > self.crit_after:
-            config.problem("[%s] warn_after: %s is longer than crit_after (%s), "
-                           "using %s" % (SECTION, format_duration(self.warn_after),
-                                         format_duration(self.crit_after),
-                                         format_duration(self.crit_after)))
-            self.warn_after = self.crit_after
+        self.warn_after, self.crit_after = duration_levels(config, SECTION)
         self.confd_port = config.get_number(SECTION, "confd_port", 1, integer=True)
         if self.confd_port > 65535:
             config.problem("[%s] confd_port: %d is not a port, using 1814"

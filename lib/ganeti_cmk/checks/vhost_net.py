@@ -16,7 +16,7 @@ import os
 
 from .. import ganeti, sysfs
 from ..localcheck import CRIT, OK, UNKNOWN, WARN, NotApplicable, Result
-from ..runner import Check
+from ..runner import Check, SharedSettings
 from ..safefile import errno_text, file_type
 from ..words import fit, plural, some
 
@@ -264,24 +264,20 @@ def evaluate(p):
         _not_needed(p, n), failure, _module_text(p))), details)
 
 
-class Settings:
+class Settings(SharedSettings):
     """`[vhost_net]` and the paths."""
 
     def __init__(self, config):
+        SharedSettings.__init__(self, config, "data_dir",
+                                "node_name", "proc", "run_dir", "state_dir", "sys")
         self.device = config.get_path(SECTION, "device")
-        self.proc = config.get_path("paths", "proc")
-        self.sys = config.get_path("paths", "sys")
-        self.data_dir = config.get_path("paths", "ganeti_data_dir")
-        self.run_dir = config.get_path("paths", "ganeti_run_dir")
-        self.state_dir = config.get_path("paths", "state_dir")
-        self.node_name = config.get_str("ganeti", "node_name")
 
 
 def run(ctx):
     s = ctx.settings
     try:
         p = probe(s.device, s.proc, s.sys, s.data_dir, s.run_dir,
-                  lambda: ganeti.node_name(s.node_name, s.state_dir))
+                  s.node)
     except PermissionError as e:
         return [Result(UNKNOWN, SERVICE, "cannot read %s: permission denied: run "
                        "the check as root" % (e.filename or e))]
