@@ -462,6 +462,25 @@ def test_not_root_on_the_master_is_told_to_run_as_root():
         shutil.rmtree(str(tmp))
 
 
+def test_refreshes_that_never_write_a_result_are_named(cluster):
+    """A refresher that dies before it writes anything (here: systemd-run
+    says it started one, and nothing runs) left the service "first verify
+    run in progress" for ever."""
+    cluster.systemd()
+    cluster.env["FAKE_SYSTEMD_RUN_RC"] = "0"
+    svc = service(cluster.agent())
+    assert svc["state"] == "3" and svc["summary"].startswith(
+        "first verify run in progress"), svc
+    old = time.time() - 3600
+    os.utime(str(cluster.state_dir / "cluster_verify.lock"), (old, old))
+    svc = service(cluster.agent())
+    assert svc["state"] == "3"
+    assert svc["summary"].startswith(
+        "no verify result yet: no result 1.0 h after a refresh last started "
+        "(the refreshes end without one: run ganeti_cluster_verify --refresh "
+        "-v to see why); refresh started in the background"), svc["summary"]
+
+
 def test_refresh_that_cannot_start_is_visible(cluster):
     cluster.case("era-3.0-clean")
     (cluster.tmp / "elsewhere").write_text("")      # a file, not a directory
@@ -1112,11 +1131,14 @@ def test_age_duration_and_run_details():
         ("ganeti_verify_duration", 7.4), ("ganeti_verify_age", 125)]
     assert r.details[-1].endswith("for 7 s, exit code 0: gnt-cluster verify "
                                   "--error-codes")
-    # a clock that went back: age 0, not a negative number, and it says so
+    # a clock that went back: age 0, not a negative number, and it says so;
+    # the age is unknown, so it is not fine (WARN) until a refresh replaces it
     (r,) = cv.evaluate(cache, cv.Settings(cv.CHECK.config(text="")), now - 3600)
-    assert r.metrics[3].value == 0
-    assert r.summary == ("no errors or warnings (1 notice) - verify finished "
-                         "58 min in the future (did the clock jump back?)")
+    assert r.metrics[3].value == 0 and r.state == WARN
+    assert r.summary == ("result is from 58 min in the future: its age is "
+                         "unknown (did the clock jump back?); no errors or "
+                         "warnings (1 notice) - verify finished 58 min in the "
+                         "future (did the clock jump back?)")
     (r,) = cv.evaluate(cache, cv.Settings(cv.CHECK.config(text="")), now - 150)
     assert r.summary.endswith(" - verify ran 0 s ago")   # within a minute
 
@@ -1275,6 +1297,80 @@ def test_an_incomplete_run_keeps_the_last_complete_verdict(cluster, tmp_path,
     # and the agent shows the same from the cache
     again = cluster.agent()
     assert service(again)["summary"].split(" - ")[0] == svc["summary"].split(" - ")[0]
+
+
+def test_a_last_complete_result_from_the_future_never_stays_ok():
+    """The clock jumped back a day after the last complete verify, and every
+    run since is incomplete: that result's age is unknown, not forever
+    below stale_after.  The piggybacked services stayed OK ("0 s ago")
+    until the clock caught up."""
+    now = 1700000000.0
+    last = make_cache("era-3.0-clean", now, age=-86400.0)
+    last["complete"] = True
+    newest = make_cache("era-3.0-clean", now, timed_out=True, complete=False,
+                        last_complete=last)
+    config = cv.CHECK.config(text="[cluster_verify]\npiggyback = yes\n")
+    results = cv.evaluate(newest, cv.Settings(config), now,
+                          node="node1.example.com",
+                          hosts=["node1.example.com", "web1.example.com"])
+    assert_valid_output("".join(line + "\n" for line in render_local(results)))
+    web1 = next(r for r in results if r.host == "web1.example.com")
+    assert web1.state == WARN, web1.summary
+    assert "result is from 1 d in the future: its age is unknown (did the " \
+        "clock jump back?)" in web1.summary, web1.summary
+    master = results[0]
+    assert master.state == CRIT and "its age is unknown" in master.summary
+
+
+def test_what_an_incomplete_run_found_about_a_host_reaches_its_service():
+    """verify was killed after it reported an ERROR about web1: the master
+    is CRIT and names it, and web1's own service, which shows the last
+    complete (clean) result, must not stay OK about it."""
+    now = 1700000000.0
+    last = make_cache("era-3.0-clean", now, age=1200.0)
+    last["complete"] = True
+    out = ("Submitted jobs 1, 2\nWaiting for job 1 ...\n* Verifying node status\n"
+           "  - ERROR:ENODEDRBD:node:web1.example.com:drbd minor 0 is not active\n")
+    newest = dict(make_cache("era-3.0-clean", now),
+                  **cv.parse_output(-9, out.encode(), b""))
+    assert newest["complete"] is False
+    newest["last_complete"] = last
+    config = cv.CHECK.config(text="[cluster_verify]\npiggyback = yes\n")
+    results = cv.evaluate(newest, cv.Settings(config), now,
+                          node="node1.example.com",
+                          hosts=["node1.example.com", "web1.example.com",
+                                 "db1.example.com"])
+    assert_valid_output("".join(line + "\n" for line in render_local(results)))
+    master = results[0]
+    assert master.state == CRIT and "ENODEDRBD" in master.summary
+    web1 = next(r for r in results if r.host == "web1.example.com")
+    assert web1.state == CRIT, web1.summary
+    assert web1.summary.startswith("1 error: ENODEDRBD (drbd minor 0 is not "
+                                   "active) - gnt-cluster verify on the master "
+                                   "20 min ago; the newest verify"), web1.summary
+    db1 = next(r for r in results if r.host == "db1.example.com")
+    assert db1.state == OK, db1.summary
+
+
+@pytest.mark.parametrize("stdout", [
+    "",
+    "Usage:\n  gnt-cluster verify [opts...]\n\nOptions:\n  -h, --help  show "
+    "this help message and exit\n",
+], ids=["nothing", "help"])
+def test_exit_0_without_verifying_anything_is_not_fine(stdout):
+    """`extra_args = --help` (or a gnt-cluster that prints nothing) exits 0
+    without submitting a job or verifying a section: that checked nothing,
+    and said "no errors or warnings" (OK)."""
+    now = 1700000000.0
+    cache = dict(make_cache("era-3.0-clean", now),
+                 **cv.parse_output(0, stdout.encode(), b""))
+    assert cache["complete"] is False
+    (r,) = cv.evaluate(cache, cv.Settings(cv.CHECK.config(text="")), now)
+    assert r.state == WARN, r.summary
+    assert r.summary.startswith(
+        "gnt-cluster verify exited with 0 but verified nothing (no job "
+        "submitted, no section):"), r.summary
+    assert "no complete result yet" in r.summary
 
 
 def test_piggybacked_services_turn_stale_like_the_masters(cluster):

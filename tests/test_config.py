@@ -231,6 +231,46 @@ def test_config_that_is_no_regular_file_is_refused_at_once(tmp_path, kind):
             % (tmp_path / "etc" / "ganeti_cmk.cfg")) in out["summary"]
 
 
+@pytest.mark.parametrize("chain", ["root's link", "root's link to a user's link"])
+def test_a_link_to_a_fifo_or_device_is_refused_without_opening_it(tmp_path, chain):
+    """Opening a device can act (a watchdog starts its timer, a tape
+    rewinds): the file a trusted link names is looked at (lstat) before it
+    is opened, and a link of another user on the way is never followed (it
+    was: whoever may write the managed file's directory could point root's
+    link at any device).  Seen here with a FIFO: a writer blocked in
+    open() is released by the first reader that opens it."""
+    import os
+    import threading
+    if chain != "root's link" and os.geteuid() != 0:
+        pytest.skip("needs root (a link of another user)")
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    opened = []
+    writer = threading.Thread(target=lambda: opened.append(os.open(fifo, os.O_WRONLY)))
+    writer.daemon = True
+    writer.start()
+
+    def make(path):
+        if chain == "root's link":
+            os.symlink(fifo, path)
+        else:
+            theirs = str(tmp_path / "theirs.cfg")
+            os.symlink(fifo, theirs)
+            os.lchown(theirs, 65534, 65534)
+            os.symlink(theirs, path)
+    try:
+        out = run_with_config(tmp_path, make)
+        writer.join(0.5)
+        assert not opened, "the check opened the FIFO"
+        assert "config problem: cannot read %s: " % (
+            tmp_path / "etc" / "ganeti_cmk.cfg") in out["summary"]
+    finally:
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # release the writer
+        writer.join(10)
+        for fd in opened:
+            os.close(fd)
+
+
 def test_config_through_a_root_link_to_a_root_file_is_read(tmp_path):
     """An operator's link (root's) to a root-owned regular file (a managed
     file elsewhere) is followed: the link's and the file's owner count."""

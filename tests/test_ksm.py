@@ -212,6 +212,19 @@ def test_streak_restarts(tmp_path, why, boot, now):
     assert track_streak(path, True, boot, now).since == now, why
 
 
+def test_a_streak_file_with_another_name_is_not_believed(tmp_path):
+    """KSM's state file is read back like every state file (statefile.read:
+    one link only, in a state_dir nobody else may write): a hard link from
+    elsewhere (a file planted under another name) made KSM's cost look
+    older than it is."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    planted = tmp_path / "planted.json"
+    planted.write_text(json.dumps({"boot_id": "b", "since": 10, "last": 290}))
+    os.link(str(planted), str(state_dir / STATE_FILE))
+    assert track_streak(str(state_dir / STATE_FILE), True, "b", 300).since == 300
+
+
 def test_streak_with_times_in_the_future_restarts(tmp_path):
     path = tmp_path / STATE_FILE
     path.write_text(json.dumps({"boot_id": "b", "since": 5000, "last": 9000}))

@@ -140,6 +140,27 @@ def test_closed_stdout_is_no_traceback(tmp_path, mode):
     assert proc.returncode == (1 if mode == ["--nagios"] else 0)  # --nagios: WARN
 
 
+@pytest.mark.parametrize("mode", [[], ["--nagios"], ["--human"]], ids=["agent", "nagios", "human"])
+def test_stdout_that_fails_to_write_is_no_traceback(tmp_path, mode):
+    """`check >/dev/full` (a full disk, EIO): the agent cannot get the
+    line, but the check still exits as if written (agent mode 0) and says
+    on stderr why, without a traceback (it exited 1 with two)."""
+    import subprocess
+    from support import check_command
+    (tmp_path / "ganeti_cmk.cfg").write_text(NON_ASCII_CONFIG)
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            check_command("ganeti_kvm_device") + mode,
+            env={"PATH": "/usr/bin:/bin", "MK_CONFDIR": str(tmp_path),
+                 "MK_VARDIR": str(tmp_path)},
+            stdin=subprocess.DEVNULL, stdout=full, stderr=subprocess.PIPE,
+            universal_newlines=True, timeout=60)
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("ganeti-cmk: cannot write to stdout: ")
+    assert "No space left on device" in proc.stderr
+    assert proc.returncode == (1 if mode == ["--nagios"] else 0)  # --nagios: WARN
+
+
 def test_broken_pipe_is_quiet(tmp_path):
     """A reader that goes away (`| head -c0`): no complaint on stderr."""
     import subprocess

@@ -152,6 +152,30 @@ def test_state_dir_others_can_write_is_refused_with_the_fix(tmp_path, how):
     assert sorted(os.listdir(str(state))) == ["x"]
 
 
+@pytest.mark.parametrize("sticky", [False, True], ids=["plain", "sticky"])
+def test_state_dir_in_a_directory_others_may_write(tmp_path, sticky):
+    """state_dir itself is root's and 0700, but its parent may be written
+    by anyone: another user renames state_dir away and puts a directory of
+    their own choosing there between the check of the directory and the
+    open of a file in it.  A sticky parent (/tmp) forbids that rename."""
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    os.chmod(str(parent), 0o1777 if sticky else 0o777)
+    state = parent / "state"
+    if sticky:
+        statefile.make_dir(str(state))
+        statefile.write_atomically(str(state / "x"), "ok")
+        assert statefile.read(str(state / "x"), 100) == b"ok"
+        return
+    with pytest.raises(UnsafeState) as e:
+        statefile.make_dir(str(state))
+    assert e.value.strerror == (
+        "%s, a parent of state_dir, is writable by other users (mode 0777): "
+        "they could put another directory in its place; fix: chmod go-w %s "
+        "(or choose another [paths] state_dir)" % (parent, parent))
+    assert e.value.filename == str(state)
+
+
 def test_state_dir_that_is_a_link_of_another_user_is_refused(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root")

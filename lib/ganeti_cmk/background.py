@@ -55,11 +55,14 @@ from . import statefile
 from .words import format_duration
 
 MIB = 1 << 20
-DEADLINE_GRACE = 60       # s a refresh may take beyond the task's timeout:
-#                           KILL_GRACE + 2 JOBS_TIMEOUT + CANCEL_TIMEOUT fit
 SYSTEMD_RUN_TIMEOUT = 10  # s systemd-run --no-block may take
 JOBS_TIMEOUT = 10         # s gnt-job list may take after a timeout
 CANCEL_TIMEOUT = 30       # s gnt-job cancel may take after a timeout
+# s a refresh may take beyond the task's timeout: the kill of the command,
+# gnt-job list twice (the second maybe killed), gnt-job cancel (maybe
+# killed), and 25 s for the rest (start-up, writing the cache): 90 s
+DEADLINE_GRACE = (KILL_GRACE + JOBS_TIMEOUT + (JOBS_TIMEOUT + KILL_GRACE)
+                  + (CANCEL_TIMEOUT + KILL_GRACE) + 25)
 CANCEL_OUTPUT = 64 * 1024  # bytes of gnt-job cancel's output read
 JOBS_OUTPUT = 256 * 1024  # bytes of gnt-job list's output read
 JOBS_KEPT = 20            # running jobs kept in a record
@@ -322,9 +325,14 @@ def _open_regular(path, flags, replace_link=True):
 
 def _holders(task):
     """[(pid, started, argv)] of the processes with the lock file open
-    (its holders and waiters), oldest first; `started` in time.time()."""
+    (its holders and waiters), oldest first; `started` in time.time().
+
+    An open file is known by its link's text (readlink), never by a
+    stat() of it: that goes to the file, and a file of any process on a
+    hung NFS mount would block the check past its deadline."""
     try:
-        st = os.stat(task.lock, follow_symlinks=False)
+        os.lstat(task.lock)
+        names_of_lock = {task.lock, os.path.realpath(task.lock)}
         pids = procfs.pids(task.proc)
         boot = time.time() - procfs.boot_time()  # when this machine booted
     except OSError:
@@ -338,10 +346,10 @@ def _holders(task):
             continue
         for name in names:
             try:
-                other = os.stat("%s/%s" % (fds, name))
+                link = os.readlink("%s/%s" % (fds, name))
             except OSError:
                 continue
-            if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+            if link in names_of_lock:
                 started = procfs.start_time(task.proc, pid)
                 argv = procfs.cmdline(task.proc, pid)
                 if started is not None:
@@ -645,8 +653,14 @@ def when(age, verb="ran"):
 
 def age_problems(record, stale_after, now, key):
     """[Problem] when `record` is older than `stale_after` (`key` names
-    that setting in the message)."""
+    that setting in the message), or from the future: after the clock
+    jumped back its age is unknown, and it must not count as young until
+    the clock catches up (every newer run may be incomplete)."""
     age = now - record["finished"]
+    if age < -CLOCK_SLACK:
+        return [Problem(WARN, "result is from %s in the future: its age is "
+                        "unknown (did the clock jump back?)"
+                        % format_duration(-age))]
     if age > stale_after:
         return [Problem(WARN, "result is %s old, older than %s (%s)" % (
             format_duration(age), format_duration(stale_after), key))]
@@ -673,6 +687,8 @@ def latest(task, now, log):
         if now - record["finished"] < -CLOCK_SLACK:
             note = "result from %s in the future" % format_duration(
                 record["finished"] - now)
+    elif note is None:
+        note = _no_result_note(task, now)
     lock = Lock(task.lock)
     try:
         statefile.make_dir(task.state_dir)
@@ -698,6 +714,21 @@ def latest(task, now, log):
             state = worst([state, WARN])
         problem = Problem(state, "%s; %s" % (note, problem.text))
     return record, problem
+
+
+def _no_result_note(task, now):
+    """Without a cache: why, when refreshes have run (the lock file's time:
+    its creation, or the last refresher that took it) longer ago than one
+    takes, yet left no result (each died before writing it); else None."""
+    try:
+        age = now - os.lstat(task.lock).st_mtime
+    except OSError:
+        return None
+    if age <= task.timeout + DEADLINE_GRACE:
+        return None
+    return ("no result %s after a refresh last started (the refreshes end "
+            "without one: run ganeti_%s --refresh -v to see why)"
+            % (format_duration(age), task.module))
 
 
 def add_arguments(parser, what):

@@ -280,14 +280,25 @@ def guard_std_fds():
 def write(text):
     """Write `text` to stdout as UTF-8, whatever the locale's encoding
     (Checkmk reads UTF-8; an ASCII locale must not turn a name with an
-    umlaut into an error).  Undecodable names show as U+FFFD."""
-    sys.stdout.flush()
-    buffer = getattr(sys.stdout, "buffer", None)
-    if buffer is None:  # a stdout replaced by text only (tests)
-        sys.stdout.write(text)
-    else:
-        buffer.write(text.encode("utf-8", "replace"))
-    sys.stdout.flush()
+    umlaut into an error).  Undecodable names show as U+FFFD.
+
+    A stdout that cannot take it (a full disk, EIO) is said on stderr and
+    then ignored, as a reader that went away is (BrokenPipeError): the
+    exit code must still be the check's (agent mode 0), not a traceback's.
+    """
+    try:
+        sys.stdout.flush()
+        buffer = getattr(sys.stdout, "buffer", None)
+        if buffer is None:  # a stdout replaced by text only (tests)
+            sys.stdout.write(text)
+        else:
+            buffer.write(text.encode("utf-8", "replace"))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        quiet_stdout()
+        sys.stderr.write("ganeti-cmk: cannot write to stdout: %s\n" % e)
 
 
 def quiet_stdout():

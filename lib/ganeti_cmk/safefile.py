@@ -23,17 +23,20 @@ def trusted_owners():
 def open_file(path, owners=None, follow_trusted_links=False, private=False):
     """An fd of the regular file `path`, checked on the descriptor.
 
-    With `follow_trusted_links` a symbolic link owned by one of `owners`
-    is followed (an operator's link to a managed file); any other link is
-    refused (ELOOP).  `private` (a file the checks wrote) also refuses a
+    With `follow_trusted_links` symbolic links owned by one of `owners`
+    are followed (an operator's link to a managed file), and what they
+    lead to is lstat-ed before it is opened (_follow_trusted); any other
+    link is refused (ELOOP).  `private` (a file the checks wrote) also refuses a
     file that others may write or that has another name (a hard link).
     Returns (fd, fstat result); the caller closes fd.
     """
     owners = trusted_owners() if owners is None else owners
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
-    if not (follow_trusted_links and _trusted_link(path, owners)):
-        flags |= os.O_NOFOLLOW
-    fd = os.open(path, flags)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW
+    try:  # errors name `path`, the file the caller knows
+        fd = os.open(_follow_trusted(path, owners) if follow_trusted_links
+                     else path, flags)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, path) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -52,12 +55,30 @@ def open_file(path, owners=None, follow_trusted_links=False, private=False):
     return fd, st
 
 
-def _trusted_link(path, owners):
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    return stat.S_ISLNK(st.st_mode) and st.st_uid in owners
+MAX_LINKS = 8  # trusted links followed one after the other
+
+
+def _follow_trusted(path, owners):
+    """The file the links of `owners` starting at `path` lead to, one link
+    at a time (the file's own link is then opened with O_NOFOLLOW: a link
+    of anyone else on the way is refused, ELOOP).  What it leads to must
+    be a regular file before it is opened at all: opening a device can
+    act.  A link replaced while it was read is refused."""
+    for _ in range(MAX_LINKS):
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return path  # the open says why
+        if not (stat.S_ISLNK(st.st_mode) and st.st_uid in owners):
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                raise OSError(errno.EINVAL, "not a regular file", path)
+            return path
+        target = os.readlink(path)
+        again = os.lstat(path)
+        if (again.st_dev, again.st_ino, again.st_uid) != (st.st_dev, st.st_ino, st.st_uid):
+            raise OSError(errno.EAGAIN, "replaced while it was read", path)
+        path = os.path.join(os.path.dirname(path), target)
+    raise OSError(errno.ELOOP, "more than %d links" % MAX_LINKS, path)
 
 
 def _owners_text(owners):

@@ -30,7 +30,8 @@ def _fix(path):
 
 def check_dir(state_dir):
     """Raise UnsafeState unless `state_dir` is a directory of root (or
-    ours) that no other user may write to; FileNotFoundError if missing.
+    ours) that no other user may write to, nor replace (_check_parents);
+    FileNotFoundError if missing.
 
     A symbolic link is followed only when root (or we) own it.
     """
@@ -48,6 +49,31 @@ def check_dir(state_dir):
         raise UnsafeState(errno.EPERM, "state_dir writable by other users (mode "
                           "%04o): its files cannot be trusted; fix: %s"
                           % (stat.S_IMODE(st.st_mode), _fix(state_dir)), state_dir)
+    _check_parents(state_dir)
+
+
+def _check_parents(state_dir):
+    """UnsafeState when a directory above `state_dir` (as the kernel
+    resolves it) may be written by another user without the sticky bit:
+    that user could rename state_dir away and put one of theirs there,
+    between check_dir and the open of a file in it."""
+    path = os.path.dirname(os.path.realpath(state_dir))
+    while True:
+        st = os.lstat(path)
+        if (st.st_uid not in trusted_owners()
+                or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX)):
+            raise UnsafeState(
+                errno.EPERM, "%s, a parent of state_dir, is %s: they could put "
+                "another directory in its place; fix: %s (or choose another "
+                "[paths] state_dir)" % (
+                    path, "owned by uid %d" % st.st_uid
+                    if st.st_uid not in trusted_owners() else
+                    "writable by other users (mode %04o)" % stat.S_IMODE(st.st_mode),
+                    "chown root: %s" % path if st.st_uid not in trusted_owners()
+                    else "chmod go-w %s" % path), state_dir)
+        if path == os.path.dirname(path):
+            return
+        path = os.path.dirname(path)
 
 
 def make_dir(state_dir):

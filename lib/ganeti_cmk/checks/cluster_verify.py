@@ -14,7 +14,7 @@ import time
 
 from .. import background, ganeti, safefile, verify
 from ..localcheck import (CRIT, OK, UNKNOWN, WARN, Metric, NotApplicable,
-                          Result, State, sanitize, valid_host, worst)
+                          Problem, Result, State, sanitize, valid_host, worst)
 from ..runner import Check, SharedSettings
 from ..words import SUMMARY_MAX, fit, format_duration, plural
 
@@ -166,11 +166,14 @@ def parse_output(returncode, stdout, stderr):
 
 def _complete(report):
     """A run whose findings can be the verdict: it ended by itself, nothing
-    kept it from verifying, and a failing exit code is explained by an
-    ERROR it reported."""
+    kept it from verifying, it verified something (submitted a job, began
+    a section or found something: `--help` in extra_args exits 0 having
+    checked nothing), and a failing exit code is explained by an ERROR it
+    reported."""
     rc = report.exit_code
     return (rc is not None and rc >= 0 and not report.failure
             and not report.failed_jobs and not report.job_errors
+            and bool(report.jobs or report.sections or report.findings)
             and (rc == 0 or any(f.severity == verify.ERROR
                                 for f in report.findings)))
 
@@ -328,6 +331,13 @@ def _run_problems(cache, report, settings):
         else:
             problems.append((WARN, "gnt-cluster verify exited with %d but "
                              "reported no ERROR: %s" % (rc, reason)))
+    if rc == 0 and not problems and not (report.jobs or report.sections
+                                         or report.findings):
+        said = report.unrecognised or report.stderr
+        problems.append((WARN, "gnt-cluster verify exited with 0 but verified "
+                         "nothing (no job submitted, no section): %s" % (
+                             sanitize(said[0], SUMMARY_TEXT) if said
+                             else "it printed nothing")))
     if not cache.get("complete", True) and not any(
             state != OK for state, _ in problems):
         problems.append((WARN, "verify did not complete"))
@@ -452,9 +462,10 @@ def evaluate(cache, settings, now, refresh_note=None, node=None, hosts=(),
     counted = newest if last is cache else (
         _Run(last, settings) if last is not None else None)
     problems = _run_problems(cache, newest.report, settings)
-    problems += background.age_problems(
+    aged = background.age_problems(
         (counted or newest).record, settings.stale_after, now,
         "[cluster_verify] stale_after")
+    problems += aged
     if refresh_note and refresh_note.state != OK:
         problems.append(refresh_note)
     if hosts_problem:
@@ -493,9 +504,11 @@ def evaluate(cache, settings, now, refresh_note=None, node=None, hosts=(),
                       min=0)]
     piggy = []
     if settings.piggyback:
-        why = None if counted is newest else "; ".join(
-            text for state, text in problems if state != OK) or "it did not complete"
-        piggy, skipped = _piggyback(counted, hosts, node, now, settings, why, ran)
+        why = None if counted is newest else "; ".join(  # each ages itself
+            text for state, text in problems if state != OK
+            and (state, text) not in aged) or "it did not complete"
+        piggy, skipped = _piggyback(counted, hosts, node, now, settings, why, ran,
+                                    None if counted is newest else newest)
         if skipped:
             details.append("no piggyback service for %s: %s" % (
                 plural(len(skipped), "host"), ", ".join(
@@ -512,15 +525,20 @@ def _is_uuid(text):
             and all(c in "0123456789abcdefABCDEF-" for c in text))
 
 
-def _piggyback(counted, hosts, node, now, settings, why, ran):
+def _piggyback(counted, hosts, node, now, settings, why, ran, incomplete=None):
     """(One `Ganeti verify` service per node and instance host, the host
     names skipped).  They show the complete run that counts, age like the
-    master's service, and say why a newer run does not count."""
+    master's service, and say why a newer run does not count; what that
+    `incomplete` run found about a host is real too, and is added."""
     about = {name.lower(): [] for name in hosts}
-    for f, s in counted.judged if counted else ():
-        if (s is not None and f.item and f.item_type in ("node", "instance")
-                and not _is_uuid(f.item)):
-            about.setdefault(f.item.lower(), []).append((f, s))
+    seen = set()
+    for run in (counted, incomplete) if counted else ():
+        for f, s in run.judged if run else ():
+            if (s is not None and f.item and f.item_type in ("node", "instance")
+                    and not _is_uuid(f.item)
+                    and (f.code, f.item, f.message) not in seen):
+                seen.add((f.code, f.item, f.message))
+                about.setdefault(f.item.lower(), []).append((f, s))
     results, skipped = [], []
     for host in sorted(about):
         if host == node:
@@ -536,13 +554,11 @@ def _piggyback(counted, hosts, node, now, settings, why, ran):
             continue
         found = about[host]
         age = now - counted.finished
-        notes = [(s, t) for s, t in (
-            (WARN, "result is %s old, older than %s ([cluster_verify] "
-             "stale_after)" % (format_duration(age),
-                               format_duration(settings.stale_after)))
-            if age > settings.stale_after else (OK, ""),
-            (OK, "the newest verify (%s) does not count: %s" % (
-                ran, sanitize(why, SUMMARY_TEXT))) if why else (OK, "")) if t]
+        notes = background.age_problems(counted.record, settings.stale_after,
+                                        now, "[cluster_verify] stale_after")
+        if why:
+            notes.append(Problem(OK, "the newest verify (%s) does not count: %s"
+                                 % (ran, sanitize(why, SUMMARY_TEXT))))
 
         def build(shown, found=found, notes=notes, age=age):
             summary = (_findings_text(found, shown, items=False)

@@ -17,7 +17,7 @@ from ..jsonc import loads
 from ..localcheck import OK, UNKNOWN, WARN, Metric, Result, worst
 from ..runner import Check, SharedSettings
 from ..safefile import describe, read_file
-from ..statefile import write_atomically
+from ..statefile import read, write_atomically
 from ..words import format_duration
 
 SERVICE = "KSM"
@@ -124,7 +124,7 @@ def _read_state(path):
     """The saved streak as a dict, or {} when there is none or it is
     corrupt (it is then rewritten)."""
     try:
-        state = loads(read_file(path, STATE_MAX).decode("utf-8"))
+        state = loads(read(path, STATE_MAX).decode("utf-8"))
     except (OSError, ValueError):
         return {}
     return state if isinstance(state, dict) else {}
