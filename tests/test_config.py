@@ -308,3 +308,16 @@ def test_config_of_another_user_is_refused(tmp_path, what):
     assert ("config problem: cannot read %s: %s, using defaults)" % (
         config, "owned by uid 65534, not by root" if what == "file"
         else "Too many levels of symbolic links")) in out["summary"]
+
+
+def test_every_check_has_its_doc_page_and_a_row_in_the_readme():
+    import os
+    from support import ROOT
+    from ganeti_cmk.checks import load_all
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    for check in load_all():
+        assert os.path.exists(os.path.join(ROOT, "docs", check.module + ".md")), check.module
+        assert "| `%s` | `%s` |" % (check.name, check.service) in readme or \
+            "| `%s` | `%s" % (check.name, check.service) in readme, check.name
+        assert "(docs/%s.md)" % check.module in readme, check.module
