@@ -191,9 +191,11 @@ def test_docs_changelog_copyright_and_library(unpacked):
     assert copyright.startswith(
         "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n")
     assert "License: GPL-2+\n" in copyright and "/usr/share/common-licenses/GPL-2" in copyright
-    share = unpacked / "fs" / "usr/share/ganeti-cmk"
-    shipped = sorted(os.path.relpath(os.path.join(top, f), str(share))
-                     for top, _, files in os.walk(str(share)) for f in files)
+    assert not (unpacked / "fs" / "usr/share/ganeti-cmk").exists()  # one copy
+    agent = unpacked / "fs" / "usr/lib/check_mk_agent"
+    shipped = sorted(os.path.relpath(os.path.join(top, f), str(agent))
+                     for top, _, files in os.walk(str(agent / "ganeti_cmk"))
+                     for f in files if f.endswith(".py"))
     lib = os.path.join(ROOT, "lib")
     sources = sorted(os.path.relpath(p, lib) for p in
                      glob.glob(os.path.join(lib, "ganeti_cmk", "**", "*.py"), recursive=True))
