@@ -118,7 +118,12 @@ def run_once(argv, env, scratch):
                    (os.POSIX_SPAWN_DUP2, err.fileno(), 2)]
         pid = os.posix_spawn(MEASURE[0], MEASURE + [result] + argv, env,
                              file_actions=actions)
-        _, status, _ = os.wait4(pid, 0)
+        try:
+            _, status, _ = os.wait4(pid, 0)
+        except BaseException:  # interrupted: leave no measurement behind
+            os.kill(pid, signal.SIGKILL)
+            os.wait4(pid, 0)
+            raise
     if status != 0:
         raise BenchError("measure %s: wait status %d" % (argv[0], status))
     with open(result) as f:
