@@ -311,16 +311,21 @@ def fast_ksm():
     happens."""
     if not os.path.exists(os.path.join(REAL_KSM, "run")):
         pytest.skip("this kernel has no KSM")
-    before = {name: ksm_read(name) for name in TUNABLES}
-    try:
-        ksm_write("pages_to_scan", "5000")
-        ksm_write("sleep_millisecs", "10")
-        ksm_write("run", "1")
-        yield before
-    finally:
-        for name in ("pages_to_scan", "sleep_millisecs", "run"):
-            ksm_write(name, before[name])
-        assert {name: ksm_read(name) for name in TUNABLES} == before
+    import fcntl
+    # One test at a time per machine: two suites (two checkouts) would each
+    # save the other's fast settings as "the machine's" and leave them on.
+    with open("/run/lock/cmk-ksm-test.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        before = {name: ksm_read(name) for name in TUNABLES}
+        try:
+            ksm_write("pages_to_scan", "5000")
+            ksm_write("sleep_millisecs", "10")
+            ksm_write("run", "1")
+            yield before
+        finally:
+            for name in ("pages_to_scan", "sleep_millisecs", "run"):
+                ksm_write(name, before[name])
+            assert {name: ksm_read(name) for name in TUNABLES} == before
 
 
 @needs_root
