@@ -143,6 +143,21 @@ def test_a_paused_watcher_is_not_also_stale(master):
     assert out["state"] == "1" and out["summary"].startswith("watcher paused until")
 
 
+def test_a_watcher_idle_through_a_pause_is_not_stale_right_after_it(master):
+    """The watcher did not run while paused; it gets its interval and
+    margin after the pause ends before it counts as not running."""
+    master.state(GROUP, REAL_STATE, age=3 * 3600)
+    (master.data / "watcher.pause").write_text("%d" % (time.time() - 120))
+    out, _ = master.run()
+    assert out["state"] == "0", out
+    assert "watcher ran for group default 3.0 h ago" in out["details"]
+    (master.data / "watcher.pause").write_text("%d" % (time.time() - 20 * 60))
+    out, _ = master.run()
+    assert out["state"] == "1", out
+    assert out["summary"].startswith("the watcher has not run for group default for 3.0 h "
+                                     "(20 min since its pause ended; warn/crit at 15 min/1 h)")
+
+
 def test_given_up_instances_are_crit_and_named(master):
     master.restarts(web1_example_com=6, db1_example_com=3, app_example_com=7)
     out, _ = master.run()

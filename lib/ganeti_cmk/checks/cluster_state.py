@@ -211,12 +211,16 @@ def evaluate(found, s, now):
         age = now - g.mtime
         ages.append(age)
         details.append("watcher ran for %s %s" % (label, ago(age)))
-        if age >= s.watcher_warn and not paused:
-            state = CRIT if age >= s.watcher_crit else WARN
-            problems.append((state, "the watcher has not run for %s for %s (warn/crit "
+        # it did not run while paused: its time counts from the pause's end
+        idle = min(age, now - found.pause_end) if found.pause_end is not None else age
+        if idle >= s.watcher_warn and not paused:
+            state = CRIT if idle >= s.watcher_crit else WARN
+            problems.append((state, "the watcher has not run for %s for %s (%swarn/crit "
                              "at %s/%s); is its cron job running (/etc/cron.d/ganeti, "
                              "/var/log/ganeti/watcher.log)?" % (
-                                 label, format_duration(age), format_duration(s.watcher_warn),
+                                 label, format_duration(age), "%s since its pause ended; "
+                                 % format_duration(idle) if idle < age else "",
+                                 format_duration(s.watcher_warn),
                                  format_duration(s.watcher_crit))))
         given_up += [name for name, _ in g.gave_up]
         details += ["%s: the watcher gave up restarting it after %d attempts (%s)"
