@@ -98,6 +98,15 @@ def test_paused_longer_than_pause_crit_is_crit(master):
     assert out["state"] == "1"
 
 
+def test_a_pause_beyond_the_calendar_is_crit(master):
+    """Ganeti pauses until any integer time; one the C library cannot
+    turn into a date is still a pause (CRIT), not a failed check."""
+    (master.data / "watcher.pause").write_text("%d\n" % 10 ** 17)
+    out, _ = master.run()
+    assert out["state"] == "2", out
+    assert out["summary"].startswith("watcher paused until the Unix time %d (for " % 10 ** 17)
+
+
 def test_a_pause_that_ended_is_not_a_pause(master):
     (master.data / "watcher.pause").write_text("%d" % (time.time() - 600))
     out, _ = master.run()

@@ -171,7 +171,10 @@ def probe(s):
 # --- evaluate ----------------------------------------------------------------
 
 def when(t):
-    return time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(t))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(t))
+    except (OverflowError, OSError, ValueError):  # past what time_t holds
+        return "the Unix time %d" % t
 
 
 def evaluate(found, s, now):
