@@ -220,6 +220,28 @@ def test_state_file_of_a_stranger_is_refused(master):
     assert out["state"] == "3" and "owned by uid 12345" in out["summary"]
 
 
+def test_a_drained_queue_is_not_blamed_on_the_watchers_cron_job(master):
+    """While the queue is drained the group watcher's disk check cannot
+    submit its job, so it never saves its state file: only the drain
+    (with its own drain_crit) is reported, not a watcher that stopped."""
+    master.state(GROUP, REAL_STATE, age=3 * 3600 + 120)
+    drain = master.data / "queue" / "drain"
+    drain.write_text("")
+    t = time.time() - 3 * 3600
+    os.utime(str(drain), (t, t))
+    out, _ = master.run(drain_crit="1d")
+    assert out["state"] == "1", out
+    assert out["summary"].startswith("job queue drained since ")
+    assert ("the watcher cannot finish for group default while the job queue is "
+            "drained (it verifies disks with a job)") in out["details"]
+    master.state(GROUP, REAL_STATE, age=3 * 3600 + 20 * 60)  # stopped before the drain
+    out, _ = master.run(drain_crit="1d")
+    assert out["state"] == "1", out
+    assert out["summary"].startswith(
+        "the watcher has not run for group default for 3.3 h (20 min before the job "
+        "queue was drained; warn/crit at 15 min/1 h)")
+
+
 def test_drained_queue_warn_then_crit(master):
     drain = master.data / "queue" / "drain"
     drain.write_text("")
