@@ -98,6 +98,15 @@ def test_paused_longer_than_pause_crit_is_crit(master):
     assert out["state"] == "1"
 
 
+def test_a_pause_beyond_the_calendar_is_crit(master):
+    """Ganeti pauses until any integer time; one the C library cannot
+    turn into a date is still a pause (CRIT), not a failed check."""
+    (master.data / "watcher.pause").write_text("%d\n" % 10 ** 17)
+    out, _ = master.run()
+    assert out["state"] == "2", out
+    assert out["summary"].startswith("watcher paused until the Unix time %d (for " % 10 ** 17)
+
+
 def test_a_pause_that_ended_is_not_a_pause(master):
     (master.data / "watcher.pause").write_text("%d" % (time.time() - 600))
     out, _ = master.run()
@@ -141,6 +150,21 @@ def test_a_paused_watcher_is_not_also_stale(master):
     (master.data / "watcher.pause").write_text("%d" % (time.time() + 600))
     out, _ = master.run()
     assert out["state"] == "1" and out["summary"].startswith("watcher paused until")
+
+
+def test_a_watcher_idle_through_a_pause_is_not_stale_right_after_it(master):
+    """The watcher did not run while paused; it gets its interval and
+    margin after the pause ends before it counts as not running."""
+    master.state(GROUP, REAL_STATE, age=3 * 3600)
+    (master.data / "watcher.pause").write_text("%d" % (time.time() - 120))
+    out, _ = master.run()
+    assert out["state"] == "0", out
+    assert "watcher ran for group default 3.0 h ago" in out["details"]
+    (master.data / "watcher.pause").write_text("%d" % (time.time() - 20 * 60))
+    out, _ = master.run()
+    assert out["state"] == "1", out
+    assert out["summary"].startswith("the watcher has not run for group default for 3.0 h "
+                                     "(20 min since its pause ended; warn/crit at 15 min/1 h)")
 
 
 def test_given_up_instances_are_crit_and_named(master):
@@ -194,6 +218,28 @@ def test_state_file_of_a_stranger_is_refused(master):
     os.chown(str(master.data / ("watcher.%s.data" % GROUP)), 12345, 12345)
     out, _ = master.run()
     assert out["state"] == "3" and "owned by uid 12345" in out["summary"]
+
+
+def test_a_drained_queue_is_not_blamed_on_the_watchers_cron_job(master):
+    """While the queue is drained the group watcher's disk check cannot
+    submit its job, so it never saves its state file: only the drain
+    (with its own drain_crit) is reported, not a watcher that stopped."""
+    master.state(GROUP, REAL_STATE, age=3 * 3600 + 120)
+    drain = master.data / "queue" / "drain"
+    drain.write_text("")
+    t = time.time() - 3 * 3600
+    os.utime(str(drain), (t, t))
+    out, _ = master.run(drain_crit="1d")
+    assert out["state"] == "1", out
+    assert out["summary"].startswith("job queue drained since ")
+    assert ("the watcher cannot finish for group default while the job queue is "
+            "drained (it verifies disks with a job)") in out["details"]
+    master.state(GROUP, REAL_STATE, age=3 * 3600 + 20 * 60)  # stopped before the drain
+    out, _ = master.run(drain_crit="1d")
+    assert out["state"] == "1", out
+    assert out["summary"].startswith(
+        "the watcher has not run for group default for 3.3 h (20 min before the job "
+        "queue was drained; warn/crit at 15 min/1 h)")
 
 
 def test_drained_queue_warn_then_crit(master):

@@ -282,6 +282,38 @@ def test_pid_file_of_a_stranger_is_refused(node):
     assert "owned by uid 12345" in out["summary"]
 
 
+@needs_root
+def test_a_strangers_process_named_like_the_daemon_is_not_it():
+    """A dead daemon's pid reused by another user's process that names
+    itself like the daemon (any user can) is not the daemon."""
+    import tempfile
+    where = tempfile.mkdtemp()
+    try:
+        os.chmod(where, 0o755)
+        exe = os.path.join(where, "ganeti-confd")
+        shutil.copy("/bin/sleep", exe)
+        stranger = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534",
+                                     "--clear-groups", exe, "600"])
+        try:
+            for _ in range(500):  # until setpriv has become the daemon's name
+                with open("/proc/%d/comm" % stranger.pid) as f:
+                    if f.read().strip() == "ganeti-confd":
+                        break
+                time.sleep(0.01)
+            with open(os.path.join(where, "ganeti-confd.pid"), "w") as f:
+                f.write("%d\n" % stranger.pid)
+            s = daemons.pid_status("/proc", where, "ganeti-confd", (0,))
+        finally:
+            stranger.kill()
+            stranger.wait()
+    finally:
+        shutil.rmtree(where)
+    assert s.running is False
+    assert s.why == ("its pid file names pid %d, a process of uid 65534, which is "
+                     "neither root nor a Ganeti user: the pid was reused" % stranger.pid)
+    assert s.stale
+
+
 def test_daemon_status_units(tmp_path):
     (tmp_path / "ganeti-confd.pid").write_text("")
     s = daemons.pid_status("/proc", str(tmp_path), "ganeti-confd", (os.geteuid(),))

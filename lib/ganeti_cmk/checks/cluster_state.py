@@ -171,7 +171,10 @@ def probe(s):
 # --- evaluate ----------------------------------------------------------------
 
 def when(t):
-    return time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(t))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(t))
+    except (OverflowError, OSError, ValueError):  # past what time_t holds
+        return "the Unix time %d" % t
 
 
 def evaluate(found, s, now):
@@ -211,12 +214,26 @@ def evaluate(found, s, now):
         age = now - g.mtime
         ages.append(age)
         details.append("watcher ran for %s %s" % (label, ago(age)))
-        if age >= s.watcher_warn and not paused:
-            state = CRIT if age >= s.watcher_crit else WARN
-            problems.append((state, "the watcher has not run for %s for %s (warn/crit "
+        # it did not run while paused: its time counts from the pause's end
+        idle, why = age, ""
+        if found.pause_end is not None and now - found.pause_end < idle:
+            idle = now - found.pause_end
+            why = "%s since its pause ended; " % format_duration(idle)
+        # nor can it finish while the queue is drained (its disk check
+        # submits a job): only the time before the drain counts
+        if found.drained_since is not None and g.mtime <= found.drained_since:
+            details.append("the watcher cannot finish for %s while the job queue is "
+                           "drained (it verifies disks with a job)" % label)
+            if found.drained_since - g.mtime < idle:
+                idle = found.drained_since - g.mtime
+                why = "%s before the job queue was drained; " % format_duration(idle)
+        if idle >= s.watcher_warn and not paused:
+            state = CRIT if idle >= s.watcher_crit else WARN
+            problems.append((state, "the watcher has not run for %s for %s (%swarn/crit "
                              "at %s/%s); is its cron job running (/etc/cron.d/ganeti, "
                              "/var/log/ganeti/watcher.log)?" % (
-                                 label, format_duration(age), format_duration(s.watcher_warn),
+                                 label, format_duration(age), why,
+                                 format_duration(s.watcher_warn),
                                  format_duration(s.watcher_crit))))
         given_up += [name for name, _ in g.gave_up]
         details += ["%s: the watcher gave up restarting it after %d attempts (%s)"

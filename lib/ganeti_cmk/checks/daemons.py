@@ -157,6 +157,7 @@ def pid_status(proc, run_dir, name, owners, hidden=False):
     try:
         state = procfs.state(proc, pid)
         comm = procfs.comm(proc, pid)
+        stranger = procfs.foreign_uid(proc, pid, owners)
     except PermissionError:
         return Status(None, "cannot look at pid %d (run the check as root)" % pid)
     if (state is None or comm is None) and hidden:
@@ -171,6 +172,10 @@ def pid_status(proc, run_dir, name, owners, hidden=False):
     if comm != name[:COMM_MAX]:
         return Status(False, "its pid file names pid %d, which is another process "
                       "(%s): the pid was reused" % (pid, comm), pid, path)
+    if stranger is not None:  # any user can name a process like a daemon
+        return Status(False, "its pid file names pid %d, a process of uid %d, which "
+                      "is neither root nor a Ganeti user: the pid was reused"
+                      % (pid, stranger), pid, path)
     return Status(True, pid=pid)
 
 
