@@ -274,6 +274,7 @@ def guard_std_fds():
             if os.open(os.devnull, os.O_RDWR) != fd:  # pragma: no cover
                 raise OSError("cannot put %s on fd %d" % (os.devnull, fd))
             if name and getattr(sys, name) is None:  # Python found it closed
+                # safe: an fd, the /dev/null just opened, not a path
                 setattr(sys, name, open(fd, "w", closefd=False))
 
 

@@ -20,6 +20,15 @@ def no_vhost_here():
         pytest.skip("this machine has vhost-net: the failure cannot be shown here")
 
 
+
+def hard_reboot_fails_on_vhost_net(cluster):
+    """Ganeti's own restart fails the way the check said it would."""
+    reboot = in_ns("gnt-instance", "reboot", "--type=hard", "--shutdown-timeout=0",
+                   cluster.instance, check=False, timeout=300)
+    assert reboot.returncode != 0, reboot.stdout
+    assert "Failed to open /dev/vhost-net" in reboot.stdout + reboot.stderr, (
+        reboot.stdout, reboot.stderr)
+
 def test_not_needed_while_nothing_wants_it(check, cluster, no_vhost_here):
     result = check("ganeti_vhost_net")[SERVICE]
     assert result["state"] == "0", result
@@ -46,11 +55,7 @@ def test_cluster_default_vhost_net_is_crit_before_the_start_fails(check, cluster
         # The instance still runs with what it was started with ...
         assert cluster.instance_status() == "running"
         # ... and Ganeti's own restart now fails the way the check said.
-        reboot = in_ns("gnt-instance", "reboot", "--type=hard", "--shutdown-timeout=0",
-                       cluster.instance, check=False, timeout=300)
-        assert reboot.returncode != 0, reboot.stdout
-        assert "Failed to open /dev/vhost-net" in reboot.stdout + reboot.stderr, (
-            reboot.stdout, reboot.stderr)
+        hard_reboot_fails_on_vhost_net(cluster)
         assert cluster.instance_status() != "running"
         result = check("ganeti_vhost_net")[SERVICE]
         assert result["state"] == "2", result
@@ -75,11 +80,7 @@ def test_instance_level_vhost_net_is_crit_before_the_start_fails(check, cluster,
                 "run 'modprobe vhost_net'" % cluster.instance) in result["summary"], \
             result["summary"]
         assert cluster.instance_status() == "running"
-        reboot = in_ns("gnt-instance", "reboot", "--type=hard", "--shutdown-timeout=0",
-                       cluster.instance, check=False, timeout=300)
-        assert reboot.returncode != 0, reboot.stdout
-        assert "Failed to open /dev/vhost-net" in reboot.stdout + reboot.stderr, (
-            reboot.stdout, reboot.stderr)
+        hard_reboot_fails_on_vhost_net(cluster)
         result = check("ganeti_vhost_net")[SERVICE]
         assert result["state"] == "2", result
         assert "instance %s (vhost_net=True, primary here) needs it" % cluster.instance \
